@@ -1,0 +1,234 @@
+"""Configuration: `config.toml` read once into frozen dataclasses.
+
+Owns the keys, their defaults, unit parsing (sizes, durations) and the resolution of
+relative paths against the config file's folder. It must not read the environment or
+touch the filesystem beyond reading the one file it is given. A bad file raises
+`ConfigError`, whose text is the single line the CLI prints before exiting with 2.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .media_types import KNOWN_TYPES
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `str()` names the key and the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: Path = Path("data/files")
+    tmp_dir: Path = Path("data/tmp")
+    min_free_space: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_file_size: int = 5 << 30
+    max_files_per_request: int = 20
+    max_field_size: int = 64 << 10
+    max_fields: int = 32
+    max_concurrent_uploads: int = 64
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class TypesConfig:
+    allowed: tuple[str, ...] = ("mp3", "wav", "mp4", "m4a", "flac", "ogg", "webm", "mov")
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    partial_expiry: float = 600.0
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    types: TypesConfig = field(default_factory=TypesConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+    "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+}
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an integer or a string such as "512KiB", "5GiB", "10MB"."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("expected an integer of bytes or a string such as \"512KiB\"")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = _QUANTITY.match(value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size (use e.g. 1048576, \"512KiB\", \"5GiB\", \"10MB\")")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if number < 0:
+        raise ValueError("must not be negative")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "90s", "10m", "1h"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("expected seconds or a string such as \"90s\"")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _QUANTITY.match(value)
+        if not match or match.group(2).lower() not in _DURATION_UNITS:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30, \"90s\", \"10m\", \"1h\")")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def _positive(parse: Callable[[object], float]) -> Callable[[object], Any]:
+    def parse_positive(value: object) -> Any:
+        result = parse(value)
+        if result <= 0:
+            raise ValueError("must be greater than zero")
+        return result
+    return parse_positive
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _port(value: object) -> int:
+    port = _integer(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError("expected a list of non-empty strings")
+    return tuple(value)
+
+
+def _media_types(value: object) -> tuple[str, ...]:
+    names = _texts(value)
+    unknown = [name for name in names if name not in KNOWN_TYPES]
+    if unknown:
+        raise ValueError(f"unknown type {unknown[0]!r}; known types: {', '.join(KNOWN_TYPES)}")
+    return names
+
+
+# section -> key -> parser; the dataclass field of the same name receives the result.
+_SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
+    "server": {"host": _text, "port": _port, "shutdown_timeout": parse_duration},
+    "storage": {"dir": _text, "tmp_dir": _text, "min_free_space": parse_size},
+    "limits": {
+        "max_file_size": _positive(parse_size),
+        "max_files_per_request": _positive(_integer),
+        "max_field_size": _positive(parse_size),
+        "max_fields": _positive(_integer),
+        "max_concurrent_uploads": _positive(_integer),
+        "idle_timeout": _positive(parse_duration),
+    },
+    "types": {"allowed": _media_types},
+    "cleanup": {"partial_expiry": _positive(parse_duration), "interval": _positive(parse_duration)},
+    "auth": {"tokens": _texts},
+}
+_SECTIONS = {
+    "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
+    "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig,
+}
+
+
+def config_from_mapping(data: Mapping[str, Any], base_dir: Path) -> Config:
+    """Validate a parsed TOML document; relative paths resolve against `base_dir`."""
+    sections: dict[str, Any] = {}
+    for section_name, values in data.items():
+        if section_name not in _SCHEMA:
+            raise ConfigError(section_name, f"unknown section; known: {', '.join(_SCHEMA)}")
+        if not isinstance(values, dict):
+            raise ConfigError(section_name, "expected a table ([section])")
+        parsed: dict[str, Any] = {}
+        for key, raw in values.items():
+            parser = _SCHEMA[section_name].get(key)
+            if parser is None:
+                raise ConfigError(f"{section_name}.{key}", "unknown key")
+            try:
+                parsed[key] = parser(raw)
+            except ValueError as error:
+                raise ConfigError(f"{section_name}.{key}", str(error)) from None
+        sections[section_name] = _SECTIONS[section_name](**parsed)
+    config = Config(**sections)
+    return _resolve_paths(config, base_dir)
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    storage = config.storage
+    resolved = StorageConfig(
+        dir=(base_dir / storage.dir).resolve(),
+        tmp_dir=(base_dir / storage.tmp_dir).resolve(),
+        min_free_space=storage.min_free_space,
+    )
+    return Config(config.server, resolved, config.limits, config.types, config.cleanup, config.auth)
+
+
+def load_config(path: Path | None, *, cwd: Path | None = None) -> Config:
+    """Read `path`; without one, `./config.toml` if present, else the defaults."""
+    here = cwd or Path.cwd()
+    if path is None:
+        candidate = here / "config.toml"
+        if not candidate.is_file():
+            return _resolve_paths(Config(), here)
+        path = candidate
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), f"cannot read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), f"not valid TOML: {error}") from None
+    return config_from_mapping(data, Path(path).resolve().parent)
