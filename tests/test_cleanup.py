@@ -1,0 +1,59 @@
+"""The cleanup task: stale parts go, fresh and active ones stay; driven without sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from support import BOUNDARY, FORM_CONTENT_TYPE, apoll, request_head
+
+from uploadsrv.appkeys import CLEANUP_TASK
+from uploadsrv.cleanup import run_cleanup_pass
+
+
+def age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+async def test_cleanup_removes_stale_parts_and_keeps_fresh_ones(start, caplog) -> None:
+    server = await start(cleanup={"partial_expiry": "10m"})
+    tmp = Path(server.config.storage.tmp_dir)
+    stale, fresh = tmp / "stale123.part", tmp / "fresh123.part"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    age(stale, 11 * 60)
+    age(fresh, 9 * 60)
+    with caplog.at_level(logging.INFO, logger="uploadsrv.cleanup"):
+        removed = await run_cleanup_pass(server.client.app)
+    assert removed == [("stale123.part", 1000)]
+    assert server.temp() == ["fresh123.part"]
+    assert "stale123.part" in caplog.text and "1000 bytes" in caplog.text
+
+
+async def test_cleanup_never_removes_an_active_uploads_part(start, mp3: bytes) -> None:
+    server = await start(cleanup={"partial_expiry": "10m"})
+    first = (b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="file"; filename="x.mp3"\r\n\r\n'
+             + mp3)
+    head = request_head("POST", "/upload", {"Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(1 << 30)})
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(head + first)
+    await writer.drain()
+    await apoll(lambda: len(server.temp()) == 1)
+    part = Path(server.config.storage.tmp_dir) / server.temp()[0]
+    age(part, 3600)  # idle far past expiry, but a request is writing it
+    assert await run_cleanup_pass(server.client.app) == []
+    assert part.exists()
+    writer.close()
+    await apoll(lambda: server.temp() == [])
+
+
+async def test_cleanup_task_runs_with_the_app_and_stops_with_it(start) -> None:
+    server = await start(cleanup={"interval": "1h"})
+    task = server.client.app[CLEANUP_TASK]
+    assert not task.done()
+    await server.client.close()
+    assert task.cancelled()

@@ -1,0 +1,90 @@
+"""End to end: the real `python -m uploadsrv` process, driven by curl."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import ServerProcess, poll, start_process
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")  # the image has it
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndir = "store/files"\ntmp_dir = "store/tmp"\nmin_free_space = 0\n'
+                      '[limits]\nmax_file_size = "32MiB"\n')
+    server = start_process(config, tmp_path)
+    yield server
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+
+
+def curl(*args: str) -> tuple[str, dict]:
+    """Run curl; return its -w summary line and the JSON body it received."""
+    result = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code} %{size_upload}", *args],
+                            capture_output=True, text=True, timeout=60)
+    body, _, summary = result.stdout.rpartition("\n")
+    return summary, (json.loads(body) if body.strip().startswith("{") else {})
+
+
+def test_curl_upload_then_download(served: ServerProcess, tmp_path: Path, media_samples) -> None:
+    source = media_samples["mp3_id3"]
+    summary, record = curl("-F", f"file=@{source};filename=take 1.mp3", "-F", "description=first take",
+                           f"{served.url}/upload")
+    assert summary.split()[0] == "201"
+    assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["filename"] == "take 1.mp3"
+    assert record["fields"] == {"description": "first take"}
+    stored = tmp_path / "store" / "files" / f"{record['id']}.mp3"
+    assert stored.read_bytes() == source.read_bytes()
+    out = tmp_path / "download.bin"
+    fetched = subprocess.run(["curl", "-sS", "-r", "0-99", "-o", str(out), "-w", "%{http_code}",
+                              f"{served.url}{record['url']}"], capture_output=True, text=True, timeout=30)
+    assert fetched.stdout == "206"
+    assert out.read_bytes() == source.read_bytes()[:100]
+
+
+def test_curl_wrong_type_is_refused_before_the_body_is_sent(served: ServerProcess, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp3"
+    with open(junk, "wb") as handle:
+        handle.truncate(30 << 20)  # 30 MiB of zeros: under the size limit, not audio
+    summary, body = curl("-H", "Expect:", "-F", f"file=@{junk}", f"{served.url}/upload")
+    status, uploaded = summary.split()
+    assert status == "415"
+    assert body["error"]["code"] == "unsupported_file_type"
+    assert int(uploaded) < 30 << 20
+    poll(lambda: os.listdir(tmp_path / "store" / "tmp") == [])
+
+
+def test_curl_oversized_upload_gets_413_without_sending_the_body(served: ServerProcess, tmp_path: Path) -> None:
+    big = tmp_path / "big.mp3"
+    with open(big, "wb") as handle:
+        handle.truncate(64 << 20)
+    summary, body = curl("-F", f"file=@{big}", f"{served.url}/upload")  # curl sends Expect: 100-continue
+    assert summary.split() == ["413", "0"]
+    assert body["error"]["code"] == "file_too_large"
+
+
+def test_sigterm_stops_the_server_with_status_0(served: ServerProcess) -> None:
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+
+
+def test_defaults_without_config_put_data_under_the_working_folder(tmp_path: Path, media_samples) -> None:
+    server = start_process(None, tmp_path)
+    try:
+        summary, record = curl("-F", f"file=@{media_samples['flac']}", f"{server.url}/upload")
+        assert summary.split()[0] == "201"
+        assert (tmp_path / "data" / "files" / f"{record['id']}.json").exists()
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)

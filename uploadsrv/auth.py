@@ -1,0 +1,30 @@
+"""Bearer-token check for `/upload*` and `/files*`, shared by the middleware and the
+`Expect: 100-continue` handler (which runs before middlewares)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Collection
+
+from aiohttp import web
+
+from .errors import Unauthorized
+
+PROTECTED_PREFIXES = ("/upload", "/files")
+
+
+def needs_token(path: str, tokens: Collection[str]) -> bool:
+    return bool(tokens) and path.startswith(PROTECTED_PREFIXES)
+
+
+def check_token(request: web.BaseRequest, tokens: Collection[str]) -> None:
+    """Raise 401 unless the request carries `Authorization: Bearer <one of tokens>`."""
+    if not needs_token(request.path, tokens):
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("this server needs an access token: send 'Authorization: Bearer <token>'")
+    # compare_digest on every token, so the time taken does not reveal a prefix match.
+    matches = [hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens]
+    if not any(matches):
+        raise Unauthorized("the access token is not valid; check the token you were given")

@@ -1,0 +1,151 @@
+"""The ingest pipeline: one file's bytes, in one pass, counted, typed, hashed and written.
+
+Owns the order of work for every byte of an upload, whichever protocol brought it:
+count (size limit) -> sniff the type from the head before writing anything -> SHA-256
+and write, batched, on a worker thread. It must not block the event loop: the loop only
+collects pieces; each ~1 MiB batch is hashed and written in one executor call, and at
+most one batch per upload is in flight, so a slow disk slows the socket reads (TCP
+backpressure) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Collection
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import FileTooLarge, MissingFile, UnsupportedFileType, format_size
+from .media_types import Detected, MediaType, NeedMore, Rejected, detect
+from .storage import PartWriter
+
+BATCH_BYTES = 1 << 20
+# writev takes at most IOV_MAX (1024) pieces; socket reads can be as small as 53 bytes.
+BATCH_PIECES = 512
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    size: int
+    sha256: str
+    media: MediaType
+
+
+class Ingest:
+    """Feeds one file's bytes through the pipeline into a part."""
+
+    def __init__(
+        self,
+        part: PartWriter,
+        executor: Executor,
+        *,
+        max_size: int,
+        allowed: Collection[str],
+        size: int = 0,
+        sha256: Any = None,
+        media: MediaType | None = None,
+    ) -> None:
+        self._part = part
+        self._executor = executor
+        self._max_size = max_size
+        self._allowed = allowed
+        self._loop = asyncio.get_running_loop()
+        self.size = size
+        self._sha256 = sha256 if sha256 is not None else hashlib.sha256()
+        self.media = media
+        self._head = bytearray()
+        self._head_needed = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def feed(self, data: bytes) -> None:
+        """Take the next bytes of the file; raises 413/415 as soon as they say so."""
+        if not data:
+            return
+        self.size += len(data)
+        if self.size > self._max_size:
+            raise FileTooLarge(
+                f"the file is larger than the limit of {format_size(self._max_size)}"
+            )
+        if self.media is None:
+            self._head += data
+            if len(self._head) >= self._head_needed:
+                self._sniff(at_end=False)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= BATCH_BYTES or len(self._pending) >= BATCH_PIECES:
+            await self._submit()
+
+    def _sniff(self, *, at_end: bool) -> None:
+        verdict = detect(bytes(self._head), at_end=at_end)
+        if isinstance(verdict, NeedMore):
+            self._head_needed = verdict.total
+            return
+        if isinstance(verdict, Rejected):
+            raise UnsupportedFileType(
+                f"the file is not an accepted audio or video type ({verdict.reason}); "
+                f"accepted: {', '.join(self._allowed)}"
+            )
+        assert isinstance(verdict, Detected)
+        if verdict.media.name not in self._allowed:
+            raise UnsupportedFileType(
+                f"the file is {verdict.media.name}, which this server does not accept; "
+                f"accepted: {', '.join(self._allowed)}"
+            )
+        self.media = verdict.media
+        # The head is written only now that its type is known.
+        head, self._head = bytes(self._head), bytearray()
+        self._pending.append(head)
+        self._pending_bytes += len(head)
+
+    async def _submit(self) -> None:
+        if self._in_flight is not None:
+            await self._in_flight
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        self._in_flight = self._loop.run_in_executor(self._executor, self._write, batch)
+
+    def _write(self, batch: list[bytes]) -> None:
+        # Worker thread. hashlib releases the GIL for buffers of 2 KiB and more, so the
+        # hash runs beside the event loop's parsing on the other core.
+        update = self._sha256.update
+        for piece in batch:
+            update(piece)
+        self._part.write(batch)
+
+    async def finish(self) -> IngestResult:
+        """Write what is left and fsync; the part is then durable and complete."""
+        if self.media is None:
+            if self.size == 0:
+                raise MissingFile("the file part is empty; choose a file with content")
+            self._sniff(at_end=True)
+            assert self.media is not None
+        if self._pending:
+            await self._submit()
+        if self._in_flight is not None:
+            await self._in_flight
+            self._in_flight = None
+        await self._loop.run_in_executor(self._executor, self._part.sync)
+        return IngestResult(self.size, self._sha256.hexdigest(), self.media)
+
+    async def close(self) -> None:
+        """Release the part once no batch is being written to it; safe to cancel."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            self._part.close()
+            return
+        # The callback closes the part even if this coroutine is cancelled meanwhile.
+        in_flight.add_done_callback(self._release_part)
+        await asyncio.wait([in_flight])
+
+    def _release_part(self, write: asyncio.Future[None]) -> None:
+        if not write.cancelled():
+            write.exception()  # the request is failing already; this error adds nothing
+        self._part.close()
+
+    def hash_state(self) -> Any:
+        """The running SHA-256 (for a resumable upload that continues in a later request)."""
+        return self._sha256
