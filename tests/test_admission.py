@@ -139,6 +139,19 @@ async def test_streamed_body_is_refused_when_it_crosses_the_limit(start, mp3: by
     server.assert_nothing_left()
 
 
+@pytest.mark.parametrize("sections, status", [
+    ({"auth": {"tokens": ["s3cret"]}}, 401),
+    ({"storage": {"min_free_space": "1000TiB"}}, 507),
+])
+async def test_refusal_before_the_body_stops_a_streaming_client(start, sections, status: int) -> None:
+    server = await start(**sections)
+    head = request_head("POST", "/upload", {"Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(2 * GIB)})
+    raw, sent = await stream_until_answered(server.port, head, b"--" + BOUNDARY.encode() + b"\r\n", 2 * GIB)
+    assert status_of(raw) == status
+    assert sent < 64 << 20, f"the client had sent {sent} bytes before the refusal"
+    server.assert_nothing_left()
+
+
 async def test_too_many_concurrent_uploads_get_429(start, mp3: bytes) -> None:
     server = await start(limits={"max_concurrent_uploads": 1})
     body = form(part("file", mp3, filename="a.mp3"))

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -79,8 +80,26 @@ def test_sigterm_stops_the_server_with_status_0(served: ServerProcess) -> None:
     assert served.process.wait(timeout=30) == 0
 
 
+def test_sigterm_aborts_an_unfinished_upload_and_removes_its_part(tmp_path: Path, media_samples) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nshutdown_timeout = "1s"\n[storage]\nmin_free_space = 0\n')
+    server = start_process(config, tmp_path)
+    boundary = "B0undary"
+    head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {1 << 30}\r\n\r\n--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="a.mp3"\r\n\r\n').encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + media_samples["mp3_id3"].read_bytes())
+        tmp = tmp_path / "data" / "tmp"
+        poll(lambda: tmp.is_dir() and len(os.listdir(tmp)) == 1)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+    assert os.listdir(tmp) == []
+    assert os.listdir(tmp_path / "data" / "files") == []
+
+
 def test_defaults_without_config_put_data_under_the_working_folder(tmp_path: Path, media_samples) -> None:
-    server = start_process(None, tmp_path)
+    server = start_process(None, tmp_path, "--host", "127.0.0.1")
     try:
         summary, record = curl("-F", f"file=@{media_samples['flac']}", f"{server.url}/upload")
         assert summary.split()[0] == "201"

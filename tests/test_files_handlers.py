@@ -109,3 +109,12 @@ async def test_unknown_route_and_method_get_json_errors(start) -> None:
     wrong = await server.client.put("/upload")
     assert (wrong.status, (await wrong.json())["error"]["code"]) == (405, "method_not_allowed")
     assert "POST" in wrong.headers["Allow"]
+
+
+async def test_root_serves_the_upload_page(start) -> None:
+    server = await start()
+    response = await server.client.get("/")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    page = await response.text()
+    assert 'type="file"' in page and "/upload" in page

@@ -143,3 +143,45 @@ async def test_server_keeps_serving_after_a_refused_upload(start, mp3: bytes) ->
     assert good.status == 201
     health = await server.client.get("/health")
     assert (await health.json())["status"] == "ok"
+
+
+async def test_every_impostor_is_refused_with_415_and_leaves_nothing(start, media_samples) -> None:
+    from media_samples import EXPECTED
+
+    server = await start()
+    impostors = [name for name, expected in EXPECTED.items() if expected is None and name in media_samples]
+    assert len(impostors) >= 10
+    for name in impostors:
+        data = media_samples[name].read_bytes()
+        if not data:
+            continue  # an empty part is missing_file, covered in test_multipart
+        # A believable name and Content-Type: neither may sway the verdict.
+        body = aiohttp.FormData()
+        body.add_field("file", io.BytesIO(data), filename="song.mp3", content_type="audio/mpeg")
+        response = await server.client.post("/upload", data=body)
+        assert response.status == 415, name
+        assert (await response.json())["error"]["code"] == "unsupported_file_type"
+    server.assert_nothing_left()
+
+
+async def test_a_known_type_outside_the_allow_list_is_refused(start, media_samples) -> None:
+    server = await start()  # mkv is known, but not in the default allow-list
+    response = await server.client.post("/upload", data=file_form(media_samples["mkv"].read_bytes(), "x.webm"))
+    assert response.status == 415
+    assert "mkv" in (await response.json())["error"]["message"]
+    accepting = await start(types={"allowed": ["mkv"]})
+    response = await accepting.client.post("/upload", data=file_form(media_samples["mkv"].read_bytes(), "x.webm"))
+    assert response.status == 201
+    assert (await response.json())["type"] == "mkv"
+
+
+async def test_storage_failure_is_a_500_and_leaves_no_part(start, mp3: bytes) -> None:
+    server = await start()
+    files = Path(server.config.storage.dir)
+    files.rmdir()
+    files.write_text("the storage folder was replaced by a file")  # commit's rename must fail
+    response = await server.client.post("/upload", data=file_form(mp3))
+    assert response.status == 500
+    assert (await response.json())["error"]["code"] == "internal_error"
+    assert server.temp() == []
+    assert (await server.client.get("/health")).status == 200
