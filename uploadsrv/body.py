@@ -1,8 +1,10 @@
-"""Reading a request body: big reads, an idle timeout per read, and a byte ceiling.
+"""Reading a request body: big reads, an idle timeout, and a byte ceiling.
 
 aiohttp neither limits streamed reads (`client_max_size` only covers `read()`) nor times
 out a read from a client that went silent, so both live here, in one place for every
-upload protocol.
+upload protocol. The idle timeout is one watchdog timer per idle period rather than an
+`asyncio.timeout()` per read: at ~16,000 reads per GiB the latter costs 0.2 s of the
+event loop's time per GiB.
 """
 
 from __future__ import annotations
@@ -19,29 +21,65 @@ READ_SIZE = 1 << 20
 
 
 class BodyReader:
-    """Yields a body's chunks until its end; raises 408 on silence, 413 past `max_bytes`."""
+    """Yields a body's chunks until its end; raises 408 on silence, 413 past `max_bytes`.
+
+    Use as an async context manager so the watchdog is always disarmed."""
 
     def __init__(self, content: StreamReader, *, idle_timeout: float, max_bytes: int) -> None:
         self._chunks = content.iter_chunked(READ_SIZE)
         self._idle_timeout = idle_timeout
         self._max_bytes = max_bytes
+        self._loop = asyncio.get_running_loop()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task[object] | None = None
+        self._waiting_since = 0.0
+        self._timed_out = False
         self.received = 0
+
+    async def __aenter__(self) -> BodyReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     async def read(self) -> bytes | None:
         """The next chunk, or None once the body has ended."""
+        # Silence is measured from when we asked for data, so time spent waiting on the
+        # disk (backpressure of our own) never counts against the client.
+        self._waiting_since = self._loop.time()
+        self._waiting = asyncio.current_task()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._waiting_since + self._idle_timeout, self._check_idle)
         try:
-            async with asyncio.timeout(self._idle_timeout):
-                chunk = await self._chunks.__anext__()
+            chunk = await self._chunks.__anext__()
         except StopAsyncIteration:
             return None
-        except TimeoutError:
-            raise UploadTimeout(
-                f"no data arrived for {self._idle_timeout:g} s, so the upload was aborted; "
-                "check the connection and upload again"
-            ) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._timed_out and task is not None and task.uncancel() == 0:
+                raise UploadTimeout(
+                    f"no data arrived for {self._idle_timeout:g} s, so the upload was aborted; "
+                    "check the connection and upload again"
+                ) from None
+            raise
+        finally:
+            self._waiting = None
         self.received += len(chunk)
         if self.received > self._max_bytes:
             raise FileTooLarge(
                 f"the request body is larger than the limit of {format_size(self._max_bytes)}"
             )
         return chunk
+
+    def _check_idle(self) -> None:
+        self._watchdog = None
+        if self._waiting is None:
+            return  # not waiting on the client now; the next read re-arms
+        deadline = self._waiting_since + self._idle_timeout
+        if self._loop.time() >= deadline:
+            self._timed_out = True
+            self._waiting.cancel()
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_idle)

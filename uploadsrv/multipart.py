@@ -127,6 +127,7 @@ class MultipartForm:
         storage: Storage,
         executor: Executor,
         active: ActiveUploads,
+        body_length: int | None = None,
         new_id: Callable[[], str] = new_upload_id,
     ) -> None:
         headers = {"Content-Type": content_type}
@@ -139,6 +140,9 @@ class MultipartForm:
         if len(boundary) > MAX_BOUNDARY:
             raise MalformedMultipart(f"the multipart boundary is longer than {MAX_BOUNDARY} characters")
         self._ender = b"\r\n--" + boundary + b"--"
+        # With a declared length the closing boundary can only lie in the body's last
+        # bytes, so only those are searched (a search of every chunk costs 0.2 s/GiB).
+        self._search_from = 0 if body_length is None else max(0, body_length - MAX_EPILOGUE - len(self._ender) - 2)
         self._parser = StreamingFormDataParser(headers, strict=True)
         files = _FileParts(self)
         for name in file_fields:
@@ -178,7 +182,7 @@ class MultipartForm:
             if self._epilogue > MAX_EPILOGUE:
                 raise MalformedMultipart("too much data after the closing multipart boundary")
             return
-        end = self._find_end(chunk)
+        end = self._find_end(chunk) if self._fed + len(chunk) > self._search_from else None
         data = chunk if end is None else chunk[:end]
         self._fed += len(data)
         try:

@@ -97,15 +97,17 @@ async def _receive(request: web.Request, file_fields: Collection[str], *, max_fi
             storage=storage,
             executor=request.app[IO_EXECUTOR],
             active=active,
+            body_length=request.content_length,
+        )
+        reader = BodyReader(
+            request.content,
+            idle_timeout=config.limits.idle_timeout,
+            max_bytes=multipart_body_limit(config.limits, max_files),
         )
         try:
-            reader = BodyReader(
-                request.content,
-                idle_timeout=config.limits.idle_timeout,
-                max_bytes=multipart_body_limit(config.limits, max_files),
-            )
-            while (chunk := await reader.read()) is not None:
-                await form.feed(chunk)
+            async with reader:
+                while (chunk := await reader.read()) is not None:
+                    await form.feed(chunk)
             received = await form.finish()
             return await _commit_all(storage, received, form.fields)
         finally:
