@@ -94,6 +94,10 @@ def _stream_until_answered(port: int, head: bytes, first: bytes, total: int,
                 sent += len(framed)
         sock.setblocking(True)
         sock.settimeout(5)
+        try:
+            sock.shutdown(socket.SHUT_WR)  # like curl, stop sending once the answer is in
+        except OSError:
+            pass
         received = b""
         try:
             while chunk := sock.recv(65536):

@@ -1,15 +1,19 @@
 """Domain errors as HTTP responses: the contract's JSON shape, rendered in one place.
 
-Also owns how a refusal ends the connection: while the client may still be sending a
-large body, the answer is written and the connection closed at once, instead of
-aiohttp's lingering close, which would read and discard up to 10 s of upload.
+Also owns how a refusal ends the connection while the client may still be sending a
+large body. aiohttp's lingering close would read and discard up to 10 s of upload
+(477 MiB at 50 MB/s); closing at once makes the kernel reset the connection, and curl
+then reports its failed send instead of the answer it already received. So after the
+answer the server discards briefly, bounded in bytes and time (clients that read the
+answer stop sending within milliseconds), then closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from .errors import UploadError
 
@@ -26,12 +30,33 @@ def error_response(error: UploadError) -> web.Response:
     return json_error(error.status, error.code, error.message, error.headers)
 
 
+# What a refused client may still push (socket buffers hold several MiB on loopback)
+# before it has read the answer and stopped.
+DISCARD_BYTES = 16 << 20
+DISCARD_SECONDS = 2.0
+
+
 async def refuse(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
-    """Send the error `response`; if body bytes may still arrive, close after answering."""
+    """Send the error `response`; if body bytes may still arrive, close soon after."""
     if request.body_exists and not request.content.is_eof():
         response.force_close()
         await response.prepare(request)
         await response.write_eof()
-        # Closing now (after the answer is flushed) stops the read of the rest of the body.
+        await _discard_briefly(request.content)
         request.protocol.force_close()
     return response
+
+
+# A client that has read the answer goes quiet; no need to wait out DISCARD_SECONDS.
+QUIET_SECONDS = 0.25
+
+
+async def _discard_briefly(content: StreamReader) -> None:
+    discarded = 0
+    try:
+        async with asyncio.timeout(DISCARD_SECONDS):
+            while discarded < DISCARD_BYTES and not content.is_eof():
+                async with asyncio.timeout(QUIET_SECONDS):
+                    discarded += len(await content.readany())
+    except (TimeoutError, ConnectionError, web.HTTPException):
+        pass
