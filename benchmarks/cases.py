@@ -1,0 +1,112 @@
+"""What the benchmark measures: the cases, their sizes, and the targets they are held to.
+
+Owns the case list (full and --quick), which servers take part in each case, and the
+targets of issue 3 expressed as data. Pure definitions: nothing here runs or measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    kind: str  # "single", "concurrent", "tus" or "refusal"
+    size: int  # bytes per upload
+    count: int = 1  # uploads at once ("concurrent")
+    patch_size: int = 0  # tus PATCH size
+    # The case whose targets apply; a --quick case stands in for a full-size one.
+    target_key: str = ""
+
+    @property
+    def targets_from(self) -> str:
+        return self.target_key or self.key
+
+
+FULL_CASES = (
+    Case("single-64M", "One upload of 64 MiB", "single", 64 * MiB),
+    Case("single-256M", "One upload of 256 MiB", "single", 256 * MiB),
+    Case("single-1G", "One upload of 1 GiB", "single", GiB),
+    Case("single-4G", "One upload of 4 GiB", "single", 4 * GiB),
+    Case("concurrent-8x128M", "8 concurrent uploads of 128 MiB", "concurrent", 128 * MiB, count=8),
+    Case("tus-1G", "tus upload of 1 GiB in 16 MiB PATCHes", "tus", GiB, patch_size=16 * MiB),
+    Case("refusal-1G", "Early refusal of a 1 GiB body", "refusal", GiB),
+)
+
+# --quick: the same kinds of case at sizes that finish in about two minutes. Targets are
+# shown against their full-size counterparts for orientation only.
+QUICK_CASES = (
+    Case("single-64M", "One upload of 64 MiB", "single", 64 * MiB),
+    Case("single-256M", "One upload of 256 MiB (stands in for 1 GiB)", "single", 256 * MiB,
+         target_key="single-1G"),
+    Case("concurrent-8x16M", "8 concurrent uploads of 16 MiB (stands in for 8 x 128 MiB)",
+         "concurrent", 16 * MiB, count=8, target_key="concurrent-8x128M"),
+    Case("tus-64M", "tus upload of 64 MiB in 4 MiB PATCHes", "tus", 64 * MiB,
+         patch_size=4 * MiB),
+    Case("refusal-256M", "Early refusal of a 256 MiB body", "refusal", 256 * MiB,
+         target_key="refusal-1G"),
+)
+
+WARMUP_SIZE = 8 * MiB
+# The over-size refusal runs against a second uploadsrv whose limit is below the body.
+REFUSAL_LIMIT = "128MiB"
+REFUSAL_LIMIT_BYTES = 128 * MiB
+
+
+@dataclass(frozen=True)
+class Target:
+    case_key: str
+    what: str  # "ratio", "rss", "p99", "max", "integrity"
+    limit: float
+    versus: str = ""  # for "ratio": the server key uploadsrv is compared with
+    label: str = ""
+
+
+def _single_targets(key: str) -> tuple[Target, ...]:
+    return (Target(key, "rss", 16, label="peak RSS - idle <= 16 MiB"),
+            Target(key, "p99", 5, label="/health p99 <= 5 ms"),
+            Target(key, "integrity", 1, label="every sha256 matches"))
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("single-1G", "ratio", 0.60, "aiohttp_raw", ">= 0.60x aiohttp raw"),
+    Target("single-1G", "ratio", 1.3, "seed_pattern", ">= 1.3x seed pattern"),
+    Target("single-1G", "ratio", 3.0, "fastapi_default", ">= 3x FastAPI default"),
+    Target("single-4G", "ratio", 0.95, "aiohttp_raw", ">= 0.95x aiohttp raw"),
+    Target("concurrent-8x128M", "ratio", 0.90, "aiohttp_raw", "aggregate >= 0.90x aiohttp raw"),
+    *_single_targets("single-64M"),
+    *_single_targets("single-256M"),
+    *_single_targets("single-1G"),
+    *_single_targets("single-4G"),
+    Target("concurrent-8x128M", "rss", 64, label="peak RSS - idle <= 64 MiB"),
+    Target("concurrent-8x128M", "p99", 15, label="/health p99 <= 15 ms"),
+    Target("concurrent-8x128M", "max", 50, label="/health max <= 50 ms"),
+    Target("concurrent-8x128M", "integrity", 1, label="every sha256 matches"),
+    Target("tus-1G", "integrity", 1, label="every sha256 matches"),
+)
+
+# Early refusal, per refusal run: the response within 50 ms, the client sent < 1 MiB.
+REFUSAL_SECONDS = 0.050
+REFUSAL_BYTES = MiB
+
+
+def select(cases: tuple[Case, ...], keys: list[str] | None) -> list[Case]:
+    """The cases named by --cases (by key or by kind), in the suite's order."""
+    if not keys:
+        return list(cases)
+    wanted = set(keys)
+    chosen = [case for case in cases if case.key in wanted or case.kind in wanted]
+    unknown = wanted - {case.key for case in chosen} - {case.kind for case in chosen}
+    if unknown:
+        known = ", ".join(case.key for case in cases)
+        raise SystemExit(f"bench: unknown case(s) {', '.join(sorted(unknown))}; known: {known}")
+    return chosen
+
+
+def targets_for(case: Case) -> list[Target]:
+    return [target for target in TARGETS if target.case_key == case.targets_from]

@@ -1,0 +1,182 @@
+"""Starting and stopping the servers under test, each on its own loopback port.
+
+Owns the list of servers (three peers from benchmarks/peers/ and uploadsrv started by
+its CLI), their working folders and uploadsrv's config.toml, waiting until /health
+answers, and stopping them. Knows where each server stores a finished upload so the
+harness can check and delete it. Does not measure anything.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from environment import BENCH_DIR, UPLOADSRV_BIN, uploadsrv_install_problem
+
+PEERS_DIR = BENCH_DIR / "peers"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+ALLOWED_TYPES = ["mp3", "wav", "mp4", "m4a", "flac", "ogg", "webm", "mov"]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    key: str
+    label: str
+    body: str  # "multipart" (curl -F) or "raw" (curl -T)
+
+
+AIOHTTP_RAW = ServerSpec("aiohttp_raw", "aiohttp raw", "raw")
+SEED_PATTERN = ServerSpec("seed_pattern", "seed pattern", "multipart")
+FASTAPI_DEFAULT = ServerSpec("fastapi_default", "FastAPI default", "multipart")
+UPLOADSRV = ServerSpec("uploadsrv", "uploadsrv", "multipart")
+ALL_SERVERS = (AIOHTTP_RAW, SEED_PATTERN, FASTAPI_DEFAULT, UPLOADSRV)
+
+
+@dataclass
+class RunningServer:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    port: int
+    files_dir: Path  # where finished uploads land (cleared between runs)
+    scratch_dirs: tuple[Path, ...]  # temp/spool folders (cleared between runs)
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stored_files(self) -> list[Path]:
+        """Finished uploads: every regular file except uploadsrv's <id>.json records."""
+        return sorted(p for p in self.files_dir.rglob("*") if p.is_file() and p.suffix != ".json")
+
+    def leftovers(self) -> list[Path]:
+        """Anything in the temp/spool folders (should be empty once a request ended)."""
+        return [p for d in self.scratch_dirs if d.exists() for p in d.rglob("*") if not p.is_dir()]
+
+    def clear(self) -> None:
+        # Files only: a server may keep subfolders of its own in these places.
+        for folder in (self.files_dir, *self.scratch_dirs):
+            if folder.exists():
+                for path in list(folder.rglob("*")):
+                    if not path.is_dir():
+                        path.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT)
+
+
+class ServerUnavailable(Exception):
+    """The server could not be started; the message says why, for the table."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _health_ok(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _launch(spec: ServerSpec, argv: list[str], port: int, workdir: Path, files_dir: Path,
+            scratch: tuple[Path, ...], env: dict[str, str] | None = None) -> RunningServer:
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    server = RunningServer(spec, process, port, files_dir, scratch, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailable(
+                f"exited with status {process.returncode} at start: {_tail(log_path)}")
+        if _health_ok(port):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise ServerUnavailable(f"/health did not answer 200 within {START_TIMEOUT:.0f} s")
+
+
+def start_peer(spec: ServerSpec, root: Path) -> RunningServer:
+    """Start one of benchmarks/peers/<key>.py with the venv's python."""
+    workdir = root / spec.key
+    files_dir, spool_dir = workdir / "files", workdir / "spool"
+    for folder in (files_dir, spool_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # FastAPI spools uploads to $TMPDIR; point it at a folder we watch and clear.
+    env = {**os.environ, "TMPDIR": str(spool_dir)}
+    argv = [sys.executable, str(PEERS_DIR / f"{spec.key}.py"),
+            "--port", str(port), "--dir", str(files_dir)]
+    return _launch(spec, argv, port, workdir, files_dir, (spool_dir,), env)
+
+
+def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str) -> Path:
+    files_dir, tmp_dir = workdir / "files", workdir / "tmp"
+    allowed = ", ".join(f'"{name}"' for name in ALLOWED_TYPES)
+    config = workdir / "config.toml"
+    config.write_text(
+        "[server]\n"
+        f'host = "127.0.0.1"\nport = {port}\n\n'
+        "[storage]\n"
+        f'dir = "{files_dir}"\ntmp_dir = "{tmp_dir}"\nmin_free_space = "1GiB"\n\n'
+        "[limits]\n"
+        f'max_file_size = "{max_file_size}"\nmax_concurrent_uploads = 64\n\n'
+        "[types]\n"
+        f"allowed = [{allowed}]\n"
+    )
+    return config
+
+
+def start_uploadsrv(root: Path, max_file_size: str = "5GiB", name: str = "uploadsrv") -> RunningServer:
+    """Start uploadsrv by its CLI with a config of its own; raises ServerUnavailable."""
+    problem = uploadsrv_install_problem()
+    if problem:
+        raise ServerUnavailable(problem)
+    workdir = root / name
+    files_dir, tmp_dir = workdir / "files", workdir / "tmp"
+    for folder in (files_dir, tmp_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = write_uploadsrv_config(workdir, port, max_file_size)
+    argv = [str(UPLOADSRV_BIN), "--config", str(config)]
+    return _launch(UPLOADSRV, argv, port, workdir, files_dir, (tmp_dir,))
+
+
+def start(spec: ServerSpec, root: Path) -> RunningServer:
+    if spec is UPLOADSRV:
+        return start_uploadsrv(root)
+    return start_peer(spec, root)
