@@ -21,7 +21,10 @@ from .errors import FileTooLarge, MissingFile, UnsupportedFileType, format_size
 from .media_types import Detected, MediaType, NeedMore, Rejected, detect
 from .storage import PartWriter
 
-BATCH_BYTES = 1 << 20
+# Measured with curl -F of 1 GiB on the 2-core machine: 1 MiB batches ~515 MB/s,
+# 2 MiB ~575 MB/s (fewer hand-offs to the worker). Memory per upload stays below
+# 3 batches (pending, in flight, and the worker's joined copy).
+BATCH_BYTES = 2 << 20
 # Socket reads can be as small as 53 bytes; cap the pieces a batch collects.
 BATCH_PIECES = 512
 
