@@ -3,7 +3,7 @@
 Owns the order of work for every byte of an upload, whichever protocol brought it:
 count (size limit) -> sniff the type from the head before writing anything -> SHA-256
 and write, batched, on a worker thread. It must not block the event loop: the loop only
-collects pieces; each ~1 MiB batch is hashed and written in one executor call, and at
+collects pieces; each ~2 MiB batch is hashed and written in one executor call, and at
 most one batch per upload is in flight, so a slow disk slows the socket reads (TCP
 backpressure) instead of growing memory.
 """
