@@ -40,7 +40,7 @@ async def test_cleanup_never_removes_an_active_uploads_part(start, mp3: bytes) -
              + mp3)
     head = request_head("POST", "/upload", {"Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(1 << 30)})
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(head + first)
+    writer.write(head + first + os.urandom(3 << 20))  # past the first batch, so the part exists
     await writer.drain()
     await apoll(lambda: len(server.temp()) == 1)
     part = Path(server.config.storage.tmp_dir) / server.temp()[0]

@@ -89,7 +89,7 @@ def test_sigterm_aborts_an_unfinished_upload_and_removes_its_part(tmp_path: Path
             f"Content-Length: {1 << 30}\r\n\r\n--{boundary}\r\n"
             'Content-Disposition: form-data; name="file"; filename="a.mp3"\r\n\r\n').encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(head + media_samples["mp3_id3"].read_bytes())
+        sock.sendall(head + media_samples["mp3_id3"].read_bytes() + os.urandom(3 << 20))
         tmp = tmp_path / "data" / "tmp"
         poll(lambda: tmp.is_dir() and len(os.listdir(tmp)) == 1)
         server.process.send_signal(signal.SIGTERM)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +41,7 @@ class Ingest:
 
     def __init__(
         self,
-        part: PartWriter,
+        open_part: Callable[[], Awaitable[PartWriter]],
         executor: Executor,
         *,
         max_size: int,
@@ -50,7 +50,10 @@ class Ingest:
         sha256: Any = None,
         media: MediaType | None = None,
     ) -> None:
-        self._part = part
+        # Opened with the first batch, once the type is accepted: a refused file never
+        # touches the disk.
+        self._open_part = open_part
+        self._part: PartWriter | None = None
         self._executor = executor
         self._max_size = max_size
         self._allowed = allowed
@@ -108,16 +111,18 @@ class Ingest:
     async def _submit(self) -> None:
         if self._in_flight is not None:
             await self._in_flight
+        if self._part is None:
+            self._part = await self._open_part()
         batch, self._pending, self._pending_bytes = self._pending, [], 0
-        self._in_flight = self._loop.run_in_executor(self._executor, self._write, batch)
+        self._in_flight = self._loop.run_in_executor(self._executor, self._write, self._part, batch)
 
-    def _write(self, batch: list[bytes]) -> None:
+    def _write(self, part: PartWriter, batch: list[bytes]) -> None:
         # Worker thread. One buffer, one hash update, one write: each call releases the
         # GIL for its whole length and takes it back once, where per-piece calls would
         # contend with the event loop for the GIL a dozen times per batch.
         buffer = batch[0] if len(batch) == 1 else b"".join(batch)
         self._sha256.update(buffer)
-        self._part.write((buffer,))
+        part.write((buffer,))
 
     async def finish(self) -> IngestResult:
         """Write what is left and fsync; the part is then durable and complete."""
@@ -131,6 +136,7 @@ class Ingest:
         if self._in_flight is not None:
             await self._in_flight
             self._in_flight = None
+        assert self._part is not None, "a non-empty file has had a batch written"
         await self._loop.run_in_executor(self._executor, self._part.sync)
         return IngestResult(self.size, self._sha256.hexdigest(), self.media)
 
@@ -138,7 +144,8 @@ class Ingest:
         """Release the part once no batch is being written to it; safe to cancel."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
-            self._part.close()
+            if self._part is not None:
+                self._part.close()
             return
         # The callback closes the part even if this coroutine is cancelled meanwhile.
         in_flight.add_done_callback(self._release_part)
@@ -147,6 +154,7 @@ class Ingest:
     def _release_part(self, write: asyncio.Future[None]) -> None:
         if not write.cancelled():
             write.exception()  # the request is failing already; this error adds nothing
+        assert self._part is not None
         self._part.close()
 
     def hash_state(self) -> Any:

@@ -230,8 +230,8 @@ class MultipartForm:
         upload_id = self._new_id()
         self._holds.enter_context(self._active.writing(upload_id))
         self._upload_ids.append(upload_id)
-        part = await self._storage.create_part(upload_id)
-        ingest = Ingest(part, self._executor, max_size=self._limits.max_file_size, allowed=self._allowed)
+        ingest = Ingest(lambda: self._storage.create_part(upload_id), self._executor,
+                        max_size=self._limits.max_file_size, allowed=self._allowed)
         self._current = (upload_id, display_name(filename), ingest)
 
     async def _file_data(self, chunk: bytes) -> None:
