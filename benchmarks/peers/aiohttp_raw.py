@@ -10,11 +10,11 @@ Standalone: python3 aiohttp_raw.py --port P --dir D (binds 127.0.0.1 only).
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from pathlib import Path
 
 from aiohttp import web
+from peer_args import parse_peer_args
 
 CHUNK = 1024 * 1024
 DIRECTORY = web.AppKey("directory", Path)
@@ -49,12 +49,8 @@ def make_app(directory: Path) -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dir", type=Path, required=True)
-    args = parser.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    web.run_app(make_app(args.dir), host="127.0.0.1", port=args.port, print=None)
+    args = parse_peer_args(__doc__.splitlines()[0])
+    web.run_app(make_app(args.directory), host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Standalone: python3 fastapi_default.py --port P --dir D (binds 127.0.0.1 only).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import uuid
@@ -26,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from peer_args import parse_peer_args
 
 
 class HashingWriter:
@@ -73,12 +73,8 @@ def make_app(directory: Path) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dir", type=Path, required=True)
-    args = parser.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(make_app(args.dir), host="127.0.0.1", port=args.port,
+    args = parse_peer_args(__doc__.splitlines()[0])
+    uvicorn.run(make_app(args.directory), host="127.0.0.1", port=args.port,
                 access_log=False, log_level="warning")
 
 
