@@ -156,6 +156,24 @@ async def test_refusal_before_the_body_stops_a_streaming_client(start, sections,
     server.assert_nothing_left()
 
 
+async def test_429_stops_a_streaming_client_without_reading_its_body(start, mp3: bytes) -> None:
+    server = await start(limits={"max_concurrent_uploads": 1})
+    body = form(part("file", mp3, filename="a.mp3"))
+    head = request_head("POST", "/upload", {"Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(len(body))})
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(head + body[:1000])  # holds the only slot
+    for _ in range(500):
+        if (await (await server.client.get("/health")).json())["uploads_in_progress"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    big = request_head("POST", "/upload", {"Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(2 * GIB)})
+    raw, sent = await stream_until_answered(server.port, big, b"--" + BOUNDARY.encode() + b"\r\n", 2 * GIB)
+    assert status_of(raw) == 429
+    assert sent < 64 << 20, f"the client had sent {sent} bytes before the refusal"
+    writer.close()
+    await apoll(lambda: server.temp() == [])
+
+
 async def test_too_many_concurrent_uploads_get_429(start, mp3: bytes) -> None:
     server = await start(limits={"max_concurrent_uploads": 1})
     body = form(part("file", mp3, filename="a.mp3"))
