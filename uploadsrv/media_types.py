@@ -33,6 +33,7 @@ from types import MappingProxyType
 
 import puremagic
 
+from uploadsrv.mpeg_audio import check_mpeg_audio
 from uploadsrv.container_checks import (
     Head,
     NeedBytes,
@@ -40,7 +41,6 @@ from uploadsrv.container_checks import (
     check_ebml,
     check_flac,
     check_iso_bmff,
-    check_mpeg_audio,
     check_ogg,
     check_wave,
 )
