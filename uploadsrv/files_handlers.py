@@ -28,7 +28,7 @@ async def list_files(request: web.Request) -> web.Response:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise InvalidQuery(f"limit must be a whole number from 1 to {MAX_PAGE}")
     try:
-        records, cursor = await request.app[STORAGE].list(int(raw_limit), request.query.get("cursor"))
+        records, cursor = await request.app[STORAGE].list_files(int(raw_limit), request.query.get("cursor"))
     except ValueError as error:
         raise InvalidQuery(f"{error}; start again without cursor") from None
     body: dict[str, object] = {"files": [record.to_json() for record in records], "next_cursor": cursor}

@@ -96,7 +96,7 @@ class Storage(Protocol):
     async def delete(self, file_id: str) -> None:
         """Remove a completed file, record first; NotFound if there is none."""
 
-    async def list(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
+    async def list_files(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
         """Completed files, newest first, and the cursor of the next page (or None)."""
 
     async def purge_stale_parts(self, idle_for: float, active: frozenset[str]) -> list[tuple[str, int]]:

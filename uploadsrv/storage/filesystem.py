@@ -183,7 +183,7 @@ class FilesystemStorage:
         self.content_path(record).unlink(missing_ok=True)
         _fsync_dir(self._dir)
 
-    async def list(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
+    async def list_files(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
         return await self._run(self._list, limit, _decode_cursor(cursor))
 
     def _list(self, limit: int, after: tuple[int, str] | None) -> tuple[list[FileRecord], str | None]:
