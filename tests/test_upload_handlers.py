@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -185,3 +186,22 @@ async def test_storage_failure_is_a_500_and_leaves_no_part(start, mp3: bytes) ->
     assert (await response.json())["error"]["code"] == "internal_error"
     assert server.temp() == []
     assert (await server.client.get("/health")).status == 200
+
+
+@pytest.mark.parametrize("split_back", [1, 5, 12, 40])
+async def test_closing_boundary_split_across_reads_is_found(start, mp3: bytes, split_back: int) -> None:
+    """The closing boundary straddles two body chunks, with an epilogue after it."""
+    server = await start()
+    payload = mp3 + os.urandom(3 << 20)
+    body = form(part("file", payload, filename="a.mp3")) + b"epilogue" * 10
+    cut = body.rindex(b"--\r\n") - split_back
+
+    async def two_reads() -> AsyncIterator[bytes]:
+        yield body[:cut]
+        await asyncio.sleep(0.05)  # the server reads what it has before the rest arrives
+        yield body[cut:]
+
+    response = await server.client.post("/upload", data=two_reads(), headers={
+        "Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(len(body))})
+    assert response.status == 201, await response.text()
+    assert (await response.json())["sha256"] == hashlib.sha256(payload).hexdigest()

@@ -183,6 +183,8 @@ class MultipartForm:
                 raise MalformedMultipart("too much data after the closing multipart boundary")
             return
         end = self._find_end(chunk) if self._fed + len(chunk) > self._search_from else None
+        keep = len(self._ender) - 1
+        self._tail = (self._tail + chunk[-keep:])[-keep:]
         data = chunk if end is None else chunk[:end]
         self._fed += len(data)
         try:
@@ -208,10 +210,7 @@ class MultipartForm:
             if found != -1:
                 return found + len(ender) - len(self._tail)
         found = chunk.find(ender)
-        if found != -1:
-            return found + len(ender)
-        self._tail = (self._tail + chunk[-(len(ender) - 1):])[-(len(ender) - 1):]
-        return None
+        return None if found == -1 else found + len(ender)
 
     def _match_field(self, _registered: str, incoming: str) -> bool:
         if incoming in self._file_fields:
