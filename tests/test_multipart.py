@@ -96,6 +96,12 @@ async def test_too_many_text_fields_are_refused(start, mp3: bytes) -> None:
     await assert_refused(server, form(*fields, part("file", mp3, filename="a.mp3")), 400, "too_many_fields")
 
 
+async def test_a_repeated_field_name_counts_every_time(start, mp3: bytes) -> None:
+    server = await start(limits={"max_fields": 3})
+    fields = [part("same", b"x") for _ in range(4)]
+    await assert_refused(server, form(*fields, part("file", mp3, filename="a.mp3")), 400, "too_many_fields")
+
+
 async def test_oversized_text_field_is_refused(start, mp3: bytes) -> None:
     server = await start(limits={"max_field_size": 1024})
     body = form(part("description", b"x" * 1025), part("file", mp3, filename="a.mp3"))

@@ -171,6 +171,7 @@ class MultipartForm:
         self._current: tuple[str, str, Ingest] | None = None
         self._field_name = ""
         self._field: bytearray | None = None
+        self._field_parts = 0  # parts, not names: a repeated name counts every time
         self.fields: dict[str, str] = {}
 
     # -- feeding ---------------------------------------------------------------------
@@ -255,7 +256,8 @@ class MultipartForm:
         if filename:
             names = " or ".join(repr(n) for n in sorted(self._file_fields))
             raise UnexpectedPart(f"form part {name!r} carries a file; send files in the part named {names}")
-        if len(self.fields) >= self._limits.max_fields:
+        self._field_parts += 1
+        if self._field_parts > self._limits.max_fields:
             raise TooManyFields(f"a request may carry at most {self._limits.max_fields} text fields")
         self._field = bytearray()
 
