@@ -9,10 +9,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, poll, start_process
+from support import ServerProcess, free_port, poll, start_process
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")  # the image has it
 
@@ -107,3 +109,27 @@ def test_defaults_without_config_put_data_under_the_working_folder(tmp_path: Pat
     finally:
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed")
+def test_systemd_socket_activation_wins_over_the_configured_port(tmp_path: Path) -> None:
+    configured, activated = free_port(), free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nport = {configured}\n[storage]\nmin_free_space = 0\n')
+    activator = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{activated}", "--",
+         sys.executable, "-m", "uploadsrv", "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers(port: int) -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        poll(lambda: answers(activated), timeout=30)
+        assert not answers(configured)
+    finally:
+        activator.send_signal(signal.SIGTERM)
+        activator.wait(timeout=30)
