@@ -11,17 +11,11 @@ Standalone: python3 aiohttp_raw.py --port P --dir D (binds 127.0.0.1 only).
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from aiohttp import web
-from peer_args import parse_peer_args
+from aiohttp_peer import DIRECTORY, serve
 
 CHUNK = 1024 * 1024
-DIRECTORY = web.AppKey("directory", Path)
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -40,17 +34,8 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response({"name": path.name, "size": size, "sha256": None}, status=201)
 
 
-def make_app(directory: Path) -> web.Application:
-    app = web.Application()
-    app[DIRECTORY] = directory
-    app.router.add_get("/health", health)
-    app.router.add_post("/upload", upload)
-    return app
-
-
 def main() -> None:
-    args = parse_peer_args(__doc__.splitlines()[0])
-    web.run_app(make_app(args.directory), host="127.0.0.1", port=args.port, print=None)
+    serve(__doc__.splitlines()[0], upload)
 
 
 if __name__ == "__main__":

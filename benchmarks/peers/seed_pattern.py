@@ -18,20 +18,18 @@ Standalone: python3 seed_pattern.py --port P --dir D (binds 127.0.0.1 only).
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import puremagic
 from aiohttp import web
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import BaseTarget, FileTarget, SHA256Target
 from streaming_form_data.validators import MaxSizeValidator
-from peer_args import parse_peer_args
+from aiohttp_peer import DIRECTORY, serve
 
 CHUNK_SIZE = 1024 * 1024  # the notes' CHUNK_SIZE
 MAX_FILE_SIZE = 5 * 1024 * 1024 * 1024
 HEAD_SIZE = 2048
 ALLOWED_MAGIC_TYPES = {".mp3", ".wav", ".mp4", ".m4a", ".flac", ".ogg", ".webm", ".mov"}
-DIRECTORY = web.AppKey("directory", Path)
 
 
 class HeadTarget(BaseTarget):
@@ -57,10 +55,6 @@ def validate_magic_bytes(file_header: bytes) -> str | None:
         if extension in ALLOWED_MAGIC_TYPES:
             return extension
     return None
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -100,17 +94,8 @@ async def upload(request: web.Request) -> web.Response:
     )
 
 
-def make_app(directory: Path) -> web.Application:
-    app = web.Application()
-    app[DIRECTORY] = directory
-    app.router.add_get("/health", health)
-    app.router.add_post("/upload", upload)
-    return app
-
-
 def main() -> None:
-    args = parse_peer_args(__doc__.splitlines()[0])
-    web.run_app(make_app(args.directory), host="127.0.0.1", port=args.port, print=None)
+    serve(__doc__.splitlines()[0], upload)
 
 
 if __name__ == "__main__":
