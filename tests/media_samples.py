@@ -86,6 +86,13 @@ _RECIPES: dict[str, _Recipe] = {
     "flac": _Recipe(
         "tone.flac", _AUDIO, ["-c:a", "flac", "-f", "flac"], frozenset({"flac"}),
     ),
+    # Cover art makes a PICTURE metadata block of ~215 KiB between STREAMINFO and audio.
+    "flac_cover": _Recipe(
+        "cover.flac", [*_AUDIO, "-i", "{cover}"],
+        ["-map", "0:a", "-map", "1:v", "-c:a", "flac", "-c:v", "copy",
+         "-disposition:v:0", "attached_pic", "-f", "flac"],
+        frozenset({"flac"}),
+    ),
     "ogg_vorbis": _Recipe(
         "vorbis.ogg", _AUDIO, ["-c:a", "libvorbis", "-f", "ogg"], frozenset({"libvorbis"}),
     ),
@@ -201,6 +208,7 @@ EXPECTED: Mapping[str, str | None] = {
     "mp2_layer2": "mp3",  # MPEG audio layer II is audio/mpeg too
     "wav": "wav",
     "flac": "flac",
+    "flac_cover": "flac",
     "ogg_vorbis": "ogg",
     "ogg_opus": "ogg",
     "ogg_flac": "ogg",

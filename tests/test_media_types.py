@@ -169,6 +169,14 @@ def test_id3_tag_followed_by_noise_is_rejected(media_samples):
     assert verdict == Rejected("it starts with an ID3 tag but no MPEG audio frames follow it")
 
 
+def test_flac_streaminfo_followed_by_noise_is_rejected(media_samples):
+    """A real fLaC + STREAMINFO opening, then noise: the metadata blocks must chain."""
+    opening = _sample(media_samples, "flac")[:42]
+    accepted = [seed for seed in range(300)
+                if _type_name(sniff_from_first_bytes(opening + random.Random(seed).randbytes(MAX_SNIFF_BYTES + 4096))) is not None]
+    assert accepted == []
+
+
 def test_empty_file_is_rejected():
     assert detect(b"", at_end=True) == Rejected("the file is empty")
 

@@ -274,10 +274,54 @@ def check_flac(head: Head, start: int = 0) -> str:
     if not (16 <= min_block <= max_block and 1 <= rate <= 655_350 and bits + 1 >= 4
             and (0 in (min_frame, max_frame) or min_frame <= max_frame)):
         raise NotMedia("its FLAC STREAMINFO block has impossible values")
-    after = start + 42
-    if block_type & 0x80:  # last metadata block: audio frames start with sync 0xFFF8/9
-        if data[after] != 0xFF or data[after + 1] & 0xFE != 0xF8:
-            raise NotMedia("no FLAC frame follows its metadata")
-    elif not 1 <= data[after] & 0x7F <= 126:
-        raise NotMedia("an invalid FLAC metadata block follows STREAMINFO")
+    _check_flac_blocks(head, start + 42, last=bool(block_type & 0x80))
     return "flac"
+
+
+_FLAC_BLOCK_TYPES = range(1, 7)  # PADDING .. PICTURE; 7-126 are reserved, 127 invalid
+_MAX_FLAC_BLOCKS = 64
+
+
+def _check_flac_blocks(head: Head, at: int, last: bool) -> None:
+    """The metadata blocks after STREAMINFO chain up to an audio frame's sync code.
+
+    A chain that runs past what may be sniffed (a large cover picture) is accepted on
+    the blocks seen so far."""
+    for _ in range(_MAX_FLAC_BLOCKS):
+        if at + 4 > head.limit:
+            return
+        head.need(at + 4, "a FLAC metadata block header")
+        data = head.data
+        if last:  # audio frames start with the sync code 0xFFF8 or 0xFFF9
+            if data[at] != 0xFF or data[at + 1] & 0xFE != 0xF8:
+                raise NotMedia("no FLAC frame follows its metadata")
+            return
+        block_type, length = data[at] & 0x7F, int.from_bytes(data[at + 1:at + 4], "big")
+        if block_type not in _FLAC_BLOCK_TYPES or not _flac_block_body_ok(head, at + 4, block_type, length):
+            raise NotMedia("an invalid FLAC metadata block follows STREAMINFO")
+        last = bool(data[at] & 0x80)
+        at += 4 + length
+    raise NotMedia("its FLAC metadata blocks never end")
+
+
+def _flac_block_body_ok(head: Head, body: int, block_type: int, length: int) -> bool:
+    """The first bytes of a metadata block have the shape its type prescribes."""
+    def peek(size: int) -> bytes:
+        head.need(body + min(size, length), "a FLAC metadata block")
+        return head.data[body:body + min(size, length)]
+
+    if block_type == 1:  # PADDING: zeros
+        return not any(peek(64))
+    if block_type == 2:  # APPLICATION: a registered four-character id
+        return length >= 4 and _printable(peek(4))
+    if block_type == 3:  # SEEKTABLE: 18-byte seek points
+        return length % 18 == 0
+    if block_type == 4:  # VORBIS_COMMENT: vendor string length, then the comment count
+        return length >= 8 and int.from_bytes(peek(4), "little") <= length - 8
+    if block_type == 5:  # CUESHEET: a media catalog number of ASCII or NUL padding
+        return length >= 396 and all(byte == 0 or 0x20 <= byte <= 0x7E for byte in peek(8))
+    # PICTURE: picture type 0-20, then a short ASCII MIME type
+    start = peek(8)
+    mime_length = int.from_bytes(start[4:8], "big")
+    return (length >= 32 and int.from_bytes(start[:4], "big") <= 20 and 0 < mime_length <= 64
+            and _printable(peek(8 + mime_length)[8:]))
