@@ -28,14 +28,18 @@ class ActiveUploads:
     def ids(self) -> frozenset[str]:
         return frozenset(self._ids)
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the `limits.max_concurrent_uploads` slots, or raise 429."""
+    def check_room(self) -> None:
+        """Raise 429 when every `limits.max_concurrent_uploads` slot is taken."""
         if self._requests >= self._limit:
             raise TooManyUploads(
                 f"the server is already receiving {self._limit} uploads; retry shortly",
                 headers={"Retry-After": "5"},
             )
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of the slots for the duration, or raise 429."""
+        self.check_room()
         self._requests += 1
         try:
             yield

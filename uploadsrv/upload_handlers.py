@@ -18,7 +18,7 @@ from .appkeys import ACTIVE_UPLOADS, CONFIG, IO_EXECUTOR, STORAGE
 from .auth import check_token
 from .body import BodyReader
 from .config import LimitsConfig
-from .errors import FileTooLarge, TooManyUploads, UnsupportedMediaType, UploadError, format_size
+from .errors import FileTooLarge, UnsupportedMediaType, UploadError, format_size
 from .http_errors import error_response, refuse
 from .multipart import MultipartForm, ReceivedFile, multipart_body_limit
 from .storage import FileRecord, Storage
@@ -56,11 +56,8 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     try:
         check_token(request, config.auth.tokens)
         check_upload_head(request, config.limits)
-        if request.app[ACTIVE_UPLOADS].requests >= config.limits.max_concurrent_uploads:
-            raise TooManyUploads("the server is at its limit of concurrent uploads; retry shortly",
-                                 headers={"Retry-After": "5"})
-        free = await request.app[STORAGE].free_space()
-        check_free_space(free, config.storage.min_free_space, request.content_length)
+        request.app[ACTIVE_UPLOADS].check_room()
+        await _check_disk(request)
     except UploadError as error:
         return await refuse(request, error_response(error))
     if request.headers.get("Expect", "").lower() != "100-continue":
@@ -68,6 +65,11 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0
     return None
+
+
+async def _check_disk(request: web.Request) -> None:
+    free = await request.app[STORAGE].free_space()
+    check_free_space(free, request.app[CONFIG].storage.min_free_space, request.content_length)
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -86,8 +88,7 @@ async def _receive(request: web.Request, file_fields: Collection[str], *, max_fi
     storage = request.app[STORAGE]
     active = request.app[ACTIVE_UPLOADS]
     with active.admit():
-        free = await storage.free_space()
-        check_free_space(free, config.storage.min_free_space, request.content_length)
+        await _check_disk(request)
         form = MultipartForm(
             request.headers.get("Content-Type", ""),
             file_fields=file_fields,
