@@ -205,3 +205,12 @@ async def test_closing_boundary_split_across_reads_is_found(start, mp3: bytes, s
         "Content-Type": FORM_CONTENT_TYPE, "Content-Length": str(len(body))})
     assert response.status == 201, await response.text()
     assert (await response.json())["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+async def test_missing_temp_folder_is_a_500_not_a_404(start, mp3: bytes) -> None:
+    server = await start()
+    Path(server.config.storage.tmp_dir).rmdir()
+    response = await server.client.post("/upload", data=file_form(mp3 + os.urandom(3 << 20)))
+    assert response.status == 500
+    assert (await response.json())["error"]["code"] == "internal_error"
+    assert server.stored() == []

@@ -60,6 +60,8 @@ class FilePartWriter:
         try:
             self._fd: int | None = os.open(path, flags, 0o640)
         except FileNotFoundError:
+            if create:
+                raise  # tmp_dir itself is gone: a server fault, not the client's
             raise NotFound(f"no upload in progress at {path.stem!r}") from None
         self._offset = os.fstat(self._fd).st_size
 
