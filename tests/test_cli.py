@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -133,3 +134,31 @@ def test_systemd_socket_activation_wins_over_the_configured_port(tmp_path: Path)
     finally:
         activator.send_signal(signal.SIGTERM)
         activator.wait(timeout=30)
+
+
+def test_a_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "uploadsrv", "--port", str(port)],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("uploadsrv: cannot start:")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(os.stat("/dev/shm").st_dev == os.stat(tempfile.gettempdir()).st_dev,
+                    reason="needs two filesystems")
+def test_tmp_dir_on_another_filesystem_stops_start_up(tmp_path: Path) -> None:
+    other = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[storage]\ndir = "files"\ntmp_dir = "{other}"\n')
+        result = subprocess.run([sys.executable, "-m", "uploadsrv", "--config", str(config), "--port", "0"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(other)
+    assert result.returncode == 1
+    assert "same filesystem" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -46,22 +46,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = _with_overrides(config, args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        app = create_app(config)
-    except (OSError, RuntimeError) as error:
-        print(f"uploadsrv: cannot start: {error}", file=sys.stderr)
-        return 1
+    app = create_app(config)
     sock = systemd_socket()
     where = dict(sock=sock) if sock is not None else dict(host=config.server.host, port=config.server.port)
     # run_app handles SIGINT and SIGTERM (what systemd sends): stop accepting, give
     # requests shutdown_timeout, cancel the rest (their handlers remove their parts).
-    web.run_app(
-        app,
-        shutdown_timeout=config.server.shutdown_timeout,
-        access_log_format='%a "%r" %s %b %Tfs',
-        print=lambda message: logging.getLogger("uploadsrv").info(message.strip()),
-        **where,
-    )
+    try:
+        web.run_app(
+            app,
+            shutdown_timeout=config.server.shutdown_timeout,
+            access_log_format='%a "%r" %s %b %Tfs',
+            print=lambda message: logging.getLogger("uploadsrv").info(message.strip()),
+            **where,
+        )
+    except (OSError, RuntimeError) as error:
+        # Start-up faults (port taken, storage folders unusable) are one line, not a traceback.
+        print(f"uploadsrv: cannot start: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
