@@ -57,7 +57,11 @@ class PartWriter(Protocol):
     """Appends to one part. Every method blocks: call them from a worker thread."""
 
     def write(self, pieces: Sequence[bytes]) -> None:
-        """Append the pieces in order; raises InsufficientStorage when the disk is full."""
+        """Append the pieces in order; raises InsufficientStorage when the disk is full.
+
+        A writer may hold back a short tail (under 4 KiB) until the next write or sync,
+        so the part's size on disk can trail what was written until `sync`.
+        """
 
     def sync(self) -> None:
         """Make everything written so far durable (fsync)."""
