@@ -147,7 +147,10 @@ class Ingest:
             await self._submit()
         await self._settle()
         assert self._part is not None, "a non-empty file has had a batch written"
-        await self._loop.run_in_executor(self._executor, self._part.sync)
+        # Tracked like a batch: close() must not release the part while sync still
+        # writes its held tail to it.
+        self._in_flight = (self._loop.run_in_executor(self._executor, self._part.sync),)
+        await self._settle()
         return IngestResult(self.size, self._sha256.hexdigest(), self.media)
 
     async def close(self) -> None:
