@@ -1,7 +1,8 @@
 """The `uploadsrv` command: read the config, then serve until SIGTERM or SIGINT.
 
-Owns the process: arguments, logging, the listening socket (systemd socket activation
-wins over host and port), and the exit status (2 for a bad config).
+Owns the process: arguments, logging, the allocator settings, the listening socket
+(systemd socket activation wins over host and port), and the exit status (2 for a bad
+config).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .allocator import tune_for_streaming
 from .app import create_app
 from .config import Config, ConfigError, load_config
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = _with_overrides(config, args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not tune_for_streaming():
+        logging.getLogger("uploadsrv").info("C library without glibc's mallopt: default allocator settings")
     app = create_app(config)
     sock = systemd_socket()
     where = dict(sock=sock) if sock is not None else dict(host=config.server.host, port=config.server.port)
