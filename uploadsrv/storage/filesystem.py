@@ -82,8 +82,8 @@ class FilePartWriter:
     left a 4 GiB upload's pages in the page cache (those still under writeback cannot be
     dropped), which cost CPU and speed (curl -F 4 GiB, 3 interleaved pairs, together with
     hashing beside the write: 389 -> 588 MB/s, 3.44 -> 2.28 CPU-s/GiB). Bytes go through
-    an aligned buffer; fewer than 4 KiB may wait
-    there for the next write, and `sync` writes them with the ordinary descriptor.
+    an aligned buffer; fewer than 4 KiB may wait there for the next write, and `sync`
+    writes them with the ordinary descriptor.
     """
 
     def __init__(self, path: Path, *, create: bool, direct: bool = True) -> None:
