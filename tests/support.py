@@ -49,11 +49,22 @@ class Running:
         return sorted(os.listdir(self.config.storage.dir))
 
     def temp(self) -> list[str]:
-        return sorted(os.listdir(self.config.storage.tmp_dir))
+        """What tmp_dir holds; the lock folder counts by its files (held locks), not itself."""
+        return temp_files(Path(self.config.storage.tmp_dir))
 
     def assert_nothing_left(self) -> None:
         assert self.stored() == [], f"storage.dir is not empty: {self.stored()}"
         assert self.temp() == [], f"storage.tmp_dir is not empty: {self.temp()}"
+
+
+def temp_files(tmp: Path) -> list[str]:
+    names: list[str] = []
+    for name in sorted(os.listdir(tmp)):
+        if name == "locks" and (tmp / name).is_dir():
+            names += [f"locks/{lock}" for lock in sorted(os.listdir(tmp / name))]
+        else:
+            names.append(name)
+    return names
 
 
 def part(name: str, data: bytes, *, filename: str | None = None, content_type: str | None = None,

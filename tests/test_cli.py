@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, free_port, poll, start_process
+from support import ServerProcess, free_port, poll, start_process, temp_files
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")  # the image has it
 
@@ -66,7 +66,7 @@ def test_curl_wrong_type_is_refused_before_the_body_is_sent(served: ServerProces
     assert status == "415"
     assert body["error"]["code"] == "unsupported_file_type"
     assert int(uploaded) < 30 << 20
-    poll(lambda: os.listdir(tmp_path / "store" / "tmp") == [])
+    poll(lambda: temp_files(tmp_path / "store" / "tmp") == [])
 
 
 def test_curl_oversized_upload_gets_413_without_sending_the_body(served: ServerProcess, tmp_path: Path) -> None:
@@ -94,10 +94,10 @@ def test_sigterm_aborts_an_unfinished_upload_and_removes_its_part(tmp_path: Path
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + media_samples["mp3_id3"].read_bytes() + os.urandom(3 << 20))
         tmp = tmp_path / "data" / "tmp"
-        poll(lambda: tmp.is_dir() and len(os.listdir(tmp)) == 1)
+        poll(lambda: tmp.is_dir() and len([n for n in temp_files(tmp) if n.endswith(".part")]) == 1)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0
-    assert os.listdir(tmp) == []
+    assert temp_files(tmp) == []
     assert os.listdir(tmp_path / "data" / "files") == []
 
 

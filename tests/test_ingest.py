@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from support import apoll
 
-from uploadsrv.ingest import BATCH_BYTES, Ingest
+from uploadsrv.uploads.ingest import BATCH_BYTES, Ingest
 
 
 class SlowPart:
-    """A part whose disk is slow: each write waits until `release` is set."""
+    """An upload writer whose disk is slow: each write waits (in a thread) until `release` is set."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -29,16 +29,20 @@ class SlowPart:
         self.closed_during_write = False
         self.written = 0
 
-    def write(self, pieces: Sequence[bytes]) -> None:
+    @property
+    def offset(self) -> int:
+        return self.written
+
+    async def write(self, pieces: Sequence[bytes]) -> None:
         self.writing = True
-        self.release.wait(10)
+        await asyncio.to_thread(self.release.wait, 10)
         self.written += sum(len(piece) for piece in pieces)
         self.writing = False
 
-    def sync(self) -> None:
-        pass
+    async def flush(self) -> int:
+        return self.written
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed_during_write = self.closed_during_write or self.writing
         self.closed = True
 
@@ -53,11 +57,7 @@ async def test_a_cancelled_request_releases_its_part_only_after_the_write_in_fli
     mp3: bytes, executor: ThreadPoolExecutor
 ) -> None:
     part = SlowPart()
-
-    async def open_part() -> SlowPart:
-        return part
-
-    ingest = Ingest(open_part, executor, max_size=1 << 30, allowed={"mp3"})
+    ingest = Ingest(part, executor, max_size=1 << 30, allowed={"mp3"})
     await ingest.feed(mp3)
     await ingest.feed(bytes(BATCH_BYTES))  # a full batch: handed to the workers
     await apoll(lambda: part.writing)
@@ -82,11 +82,7 @@ async def test_a_cancelled_request_releases_its_part_only_after_the_write_in_fli
 async def test_finish_hashes_and_writes_every_batch_in_order(mp3: bytes, executor: ThreadPoolExecutor) -> None:
     part = SlowPart()
     part.release.set()
-
-    async def open_part() -> SlowPart:
-        return part
-
-    ingest = Ingest(open_part, executor, max_size=1 << 30, allowed={"mp3"})
+    ingest = Ingest(part, executor, max_size=1 << 30, allowed={"mp3"})
     body = mp3 + bytes(range(256)) * (3 * BATCH_BYTES // 256 + 7)
     for start in range(0, len(body), 300_001):
         await ingest.feed(body[start : start + 300_001])

@@ -43,9 +43,16 @@ async def test_second_file_part_on_upload_is_too_many_files(start, mp3: bytes) -
     assert "/upload-multiple" in payload["error"]["message"]
 
 
-async def test_file_in_an_unregistered_part_is_refused(start, mp3: bytes) -> None:
+async def test_a_file_under_another_name_is_missing_file_naming_that_part(start, mp3: bytes) -> None:
     server = await start()
     body = form(part("attachment", mp3, filename="a.mp3"), part("file", mp3, filename="b.mp3"))
+    response = await assert_refused(server, body, 400, "missing_file")
+    assert "'attachment'" in response["error"]["message"]
+
+
+async def test_a_second_file_in_another_part_is_an_unexpected_part(start, mp3: bytes) -> None:
+    server = await start()
+    body = form(part("file", mp3, filename="b.mp3"), part("attachment", mp3, filename="a.mp3"))
     await assert_refused(server, body, 400, "unexpected_part")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from uploadsrv.storage.filesystem import DIRECT_ALIGN, STAGE_BYTES, FilePartWriter
+from uploadsrv.storage.part_writer import DIRECT_ALIGN, STAGE_BYTES, FilePartWriter
 
 # Sizes around the alignment and the stage: 1 byte, a block minus/plus one, a stage and a
 # half (one write must pass through the stage twice), and the empty piece.

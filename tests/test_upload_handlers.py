@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -209,7 +210,7 @@ async def test_closing_boundary_split_across_reads_is_found(start, mp3: bytes, s
 
 async def test_missing_temp_folder_is_a_500_not_a_404(start, mp3: bytes) -> None:
     server = await start()
-    Path(server.config.storage.tmp_dir).rmdir()
+    shutil.rmtree(server.config.storage.tmp_dir)
     response = await server.client.post("/upload", data=file_form(mp3 + os.urandom(3 << 20)))
     assert response.status == 500
     assert (await response.json())["error"]["code"] == "internal_error"

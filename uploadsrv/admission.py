@@ -1,71 +1,107 @@
-"""Admission: which uploads may start, and which are in progress right now.
+"""Admission: which upload requests may start, decided once from the request head.
 
-Owns the concurrent-upload limit (429), the free-space floor (507) and the set of upload
-ids that have a request writing to them (so cleanup never removes those, and a second
-writer to the same upload is refused with 423).
+Each upload route has one `RoutePolicy`; `admit()` applies it in one order (401, the
+route's own header rules such as tus 412/400, 415, 413, 429, 507) and is called by the
+route's `Expect: 100-continue` handler (before the client sends a byte) and by the
+route's handler, through `guarded()`, for clients that send no Expect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from .errors import InsufficientStorage, TooManyUploads, UploadLocked, format_size
+from aiohttp import web
 
+from .appkeys import ACTIVE_UPLOADS, CONFIG, STORAGE
+from .auth import check_token
+from .capacity import check_free_space
+from .config import Config
+from .errors import FileTooLarge, UnsupportedMediaType, UploadError, format_size
+from .http_errors import error_response, json_error, refuse
 
-class ActiveUploads:
-    """Upload requests in flight and the upload ids they are writing."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._requests = 0
-        self._ids: set[str] = set()
-
-    @property
-    def requests(self) -> int:
-        return self._requests
-
-    def ids(self) -> frozenset[str]:
-        return frozenset(self._ids)
-
-    def check_room(self) -> None:
-        """Raise 429 when every `limits.max_concurrent_uploads` slot is taken."""
-        if self._requests >= self._limit:
-            raise TooManyUploads(
-                f"the server is already receiving {self._limit} uploads; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the slots for the duration, or raise 429."""
-        self.check_room()
-        self._requests += 1
-        try:
-            yield
-        finally:
-            self._requests -= 1
-
-    @contextmanager
-    def writing(self, upload_id: str) -> Iterator[None]:
-        """Mark `upload_id` as being written; a second writer gets 423."""
-        if upload_id in self._ids:
-            raise UploadLocked(f"upload {upload_id} is being written by another request; retry later")
-        self._ids.add(upload_id)
-        try:
-            yield
-        finally:
-            self._ids.discard(upload_id)
+ADMITTED = web.RequestKey("admitted", bool)
 
 
-def check_free_space(free: int, min_free_space: int, incoming: int | None) -> None:
-    """Refuse with 507 when the disk is below its floor, or would be after `incoming` bytes."""
-    if free < min_free_space:
-        raise InsufficientStorage(
-            f"the server is low on disk space ({format_size(free)} free); try again later"
+@dataclass(frozen=True)
+class RoutePolicy:
+    """What one upload route checks before it reads a body."""
+
+    # Body Content-Types the route takes (415 otherwise), with what to say instead.
+    content_types: tuple[str, ...]
+    content_type_hint: str
+    # The largest acceptable declared size: a Content-Length, or what `declared` returns.
+    max_declared: Callable[[Config], int]
+    # The size the request announces (for 413 and 507); Content-Length unless overridden.
+    declared: Callable[[web.BaseRequest], int | None] = lambda request: request.content_length
+    # Route rules on the headers that come before the rest (tus: 412, 400s).
+    head_rules: Callable[[web.BaseRequest, Config], None] = lambda request, config: None
+    # Whether the request counts against `limits.max_concurrent_uploads`.
+    takes_slot: Callable[[web.BaseRequest], bool] = lambda request: True
+    # Body Content-Type may be absent (tus creation without data).
+    body_optional: bool = False
+
+
+async def admit(request: web.BaseRequest, policy: RoutePolicy) -> None:
+    """Raise the first refusal the head alone justifies; return when the upload may start."""
+    config = request.app[CONFIG]
+    check_token(request, config.auth.tokens)
+    policy.head_rules(request, config)
+    content_type = request.content_type if "Content-Type" in request.headers else ""
+    if content_type not in policy.content_types and not (policy.body_optional and not _has_body(request)):
+        raise UnsupportedMediaType(
+            f"{request.path} takes {policy.content_type_hint}, not {content_type or 'a body without Content-Type'}"
         )
-    if incoming is not None and free - incoming < min_free_space:
-        raise InsufficientStorage(
-            f"not enough disk space for {format_size(incoming)} ({format_size(free)} free); "
-            "try again later or send a smaller file"
+    declared = policy.declared(request)
+    limit = policy.max_declared(config)
+    if declared is not None and declared > limit:
+        raise FileTooLarge(
+            f"the upload ({format_size(declared)}) is larger than this server accepts "
+            f"(files up to {format_size(config.limits.max_file_size)} each)"
         )
+    if policy.takes_slot(request):
+        request.app[ACTIVE_UPLOADS].check_room()
+        free = await request.app[STORAGE].free_space()
+        check_free_space(free, config.storage.min_free_space, declared)
+
+
+def _has_body(request: web.BaseRequest) -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(policy: RoutePolicy, handler: Handler) -> Handler:
+    """The handler behind its policy, holding an upload slot while it runs."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        if not request.get(ADMITTED):
+            await admit(request, policy)
+        if not policy.takes_slot(request):
+            return await handler(request)
+        with request.app[ACTIVE_UPLOADS].admit():
+            return await handler(request)
+
+    return run
+
+
+def expect_handler(policy: RoutePolicy) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """The route's `Expect: 100-continue` handler: 100 only for an upload `admit` accepts."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        value = request.headers.get("Expect", "")
+        if value.lower() != "100-continue":
+            return await refuse(request, json_error(
+                417, "expectation_failed",
+                f"this server understands only 'Expect: 100-continue', not {value!r}; send the request without it"))
+        try:
+            await admit(request, policy)
+        except UploadError as error:
+            return await refuse(request, error_response(error))
+        request[ADMITTED] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+        return None
+
+    return expect

@@ -7,21 +7,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import files_handlers, page, upload_handlers
-from .admission import ActiveUploads
-from .appkeys import ACTIVE_UPLOADS, CONFIG, IO_EXECUTOR, PAGE, STORAGE
+from . import page
+from .admission import expect_handler, guarded
+from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, LOCKS, PAGE, STORAGE, UPLOADS
+from .capacity import ActiveUploads
 from .cleanup import cleanup_context
 from .config import Config
-from .middlewares import auth_middleware, error_middleware, upload_precheck_middleware
+from .handlers import files, oneshot
+from .middlewares import auth_middleware, error_middleware
 from .storage import FilesystemStorage
+from .uploads.locks import UploadLocks
+from .uploads.session import UploadServices
 
-# Enough threads for several uploads' batches to hash and write at once on 2+ cores,
-# few enough that a burst of uploads cannot spawn an unbounded number of writers.
-IO_THREADS = 8
+# Enough threads for several uploads' batches to hash at once on 2+ cores, few enough
+# that a burst of uploads cannot spawn an unbounded number of hashers.
+HASH_THREADS = 8
+LOCKS_FOLDER = "locks"
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware, upload_precheck_middleware])
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[CONFIG] = config
     app[ACTIVE_UPLOADS] = ActiveUploads(config.limits.max_concurrent_uploads)
     app[PAGE] = page.load_page()
@@ -33,22 +38,32 @@ def create_app(config: Config) -> web.Application:
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="uploadsrv-io")
-    storage = FilesystemStorage(config.storage.dir, config.storage.tmp_dir, executor)
+    storage = FilesystemStorage(config.storage.dir, config.storage.tmp_dir)
     storage.prepare()
-    app[IO_EXECUTOR] = executor
+    locks = UploadLocks(config.storage.tmp_dir / LOCKS_FOLDER, stale_after=config.limits.stale_after)
+    locks.prepare()
+    hashing = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="uploadsrv-hash")
     app[STORAGE] = storage
+    app[LOCKS] = locks
+    app[HASH_EXECUTOR] = hashing
+    app[UPLOADS] = UploadServices(
+        storage=storage, locks=locks, hash_executor=hashing, max_size=config.limits.max_file_size,
+        allowed=config.types.allowed, expiry=config.cleanup.partial_expiry,
+    )
     yield
-    executor.shutdown(wait=True)
+    hashing.shutdown(wait=True)
+    locks.close()
+    storage.close()
 
 
 def _add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/", page.index)
-    router.add_get("/health", files_handlers.health)
-    router.add_post("/upload", upload_handlers.upload, expect_handler=upload_handlers.expect_upload)
-    router.add_post("/upload-multiple", upload_handlers.upload_multiple, expect_handler=upload_handlers.expect_upload)
-    router.add_get("/files", files_handlers.list_files)
-    router.add_get("/files/{file_id}", files_handlers.download)
-    router.add_get("/files/{file_id}/info", files_handlers.file_info)
-    router.add_delete("/files/{file_id}", files_handlers.delete_file)
+    router.add_get("/health", files.health)
+    for path, handler, policy in (("/upload", oneshot.upload, oneshot.SINGLE),
+                                  ("/upload-multiple", oneshot.upload_multiple, oneshot.MULTIPLE)):
+        router.add_post(path, guarded(policy, handler), expect_handler=expect_handler(policy))
+    router.add_get("/files", files.list_files)
+    router.add_get("/files/{file_id}", files.download)
+    router.add_delete("/files/{file_id}", files.delete_file)
+    router.add_get("/files/{file_id}/info", files.file_info)

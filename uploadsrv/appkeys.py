@@ -10,15 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from .admission import ActiveUploads
+from .capacity import ActiveUploads
 from .config import Config
 from .storage import Storage
+from .uploads.locks import UploadLocks
+from .uploads.session import UploadServices
 
 CONFIG = web.AppKey("config", Config)
 STORAGE = web.AppKey("storage", Storage)
 ACTIVE_UPLOADS = web.AppKey("active_uploads", ActiveUploads)
-# Disk writes, fsync and hashing run here, never on the event loop; a pool of our own
-# so that bulk I/O cannot starve other users of the loop's default executor.
-IO_EXECUTOR = web.AppKey("io_executor", ThreadPoolExecutor)
+# Hashing of upload bytes runs here, never on the event loop (storage has executors of
+# its own for disk work).
+HASH_EXECUTOR = web.AppKey("hash_executor", ThreadPoolExecutor)
+LOCKS = web.AppKey("locks", UploadLocks)
+UPLOADS = web.AppKey("uploads", UploadServices)
 CLEANUP_TASK = web.AppKey("cleanup_task", asyncio.Task)
 PAGE = web.AppKey("page", bytes)

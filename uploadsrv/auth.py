@@ -17,14 +17,20 @@ def needs_token(path: str, tokens: Collection[str]) -> bool:
     return bool(tokens) and path.startswith(PROTECTED_PREFIXES)
 
 
+def bearer_token(request: web.BaseRequest) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() or None if scheme.lower() == "bearer" else None
+
+
 def check_token(request: web.BaseRequest, tokens: Collection[str]) -> None:
     """Raise 401 unless the request carries `Authorization: Bearer <one of tokens>`."""
     if not needs_token(request.path, tokens):
         return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    given = bearer_token(request)
+    if given is None:
         raise Unauthorized("this server needs an access token: send 'Authorization: Bearer <token>'")
     # compare_digest on every token, so the time taken does not reveal a prefix match.
-    matches = [hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens]
+    matches = [hmac.compare_digest(given.encode(), token.encode()) for token in tokens]
     if not any(matches):
         raise Unauthorized("the access token is not valid; check the token you were given")

@@ -34,6 +34,7 @@ class BodyReader:
         self._waiting: asyncio.Task[object] | None = None
         self._waiting_since = 0.0
         self._timed_out = False
+        self._superseded = False
         self.received = 0
 
     async def __aenter__(self) -> BodyReader:
@@ -58,7 +59,9 @@ class BodyReader:
             return None
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self._timed_out and task is not None and task.uncancel() == 0:
+            if (self._timed_out or self._superseded) and task is not None and task.uncancel() == 0:
+                if self._superseded:
+                    raise UploadTimeout("a newer request for this upload took over while this one was silent") from None
                 raise UploadTimeout(
                     f"no data arrived for {self._idle_timeout:g} s, so the upload was aborted; "
                     "check the connection and upload again"
@@ -72,6 +75,15 @@ class BodyReader:
                 f"the request body is larger than the limit of {format_size(self._max_bytes)}"
             )
         return chunk
+
+    def stop_if_silent(self, silence: float) -> bool:
+        """Stop a read that has waited `silence` seconds for the client (a newer request
+        for the same upload takes over); the read then raises 408."""
+        if self._waiting is None or self._loop.time() - self._waiting_since < silence:
+            return False
+        self._superseded = True
+        self._waiting.cancel()
+        return True
 
     def _check_idle(self) -> None:
         self._watchdog = None

@@ -8,6 +8,7 @@ touch the filesystem beyond reading the one file it is given. A bad file raises
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -32,6 +33,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     shutdown_timeout: float = 30.0
+    # Where clients reach us (e.g. "https://uploads.example.com" behind a TLS proxy), for
+    # the tus Location header; "" takes it from the request.
+    public_url: str = ""
+    # Take scheme and host from X-Forwarded-Proto / X-Forwarded-Host (only behind a proxy
+    # that sets them).
+    trust_forwarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class LimitsConfig:
     max_fields: int = 32
     max_concurrent_uploads: int = 64
     idle_timeout: float = 60.0
+    stale_after: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class CorsConfig:
+    origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -75,6 +88,7 @@ class Config:
     types: TypesConfig = field(default_factory=TypesConfig)
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
 
 _SIZE_UNITS = {
@@ -141,6 +155,28 @@ def _port(value: object) -> int:
     return port
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _base_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as \"https://uploads.example.com\"")
+    if value and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL such as \"https://uploads.example.com\"")
+    return value.rstrip("/")
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    origins = _texts(value)
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/?#\s]+$", origin):
+            raise ValueError(f"{origin!r} is not an origin such as \"https://app.example.com\" (or \"*\")")
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
@@ -163,7 +199,8 @@ def _media_types(value: object) -> tuple[str, ...]:
 
 # section -> key -> parser; the dataclass field of the same name receives the result.
 _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
-    "server": {"host": _text, "port": _port, "shutdown_timeout": parse_duration},
+    "server": {"host": _text, "port": _port, "shutdown_timeout": parse_duration,
+               "public_url": _base_url, "trust_forwarded": _boolean},
     "storage": {"dir": _text, "tmp_dir": _text, "min_free_space": parse_size},
     "limits": {
         "max_file_size": _positive(parse_size),
@@ -172,14 +209,16 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
         "max_fields": _positive(_integer),
         "max_concurrent_uploads": _positive(_integer),
         "idle_timeout": _positive(parse_duration),
+        "stale_after": _positive(parse_duration),
     },
     "types": {"allowed": _media_types},
     "cleanup": {"partial_expiry": _positive(parse_duration), "interval": _positive(parse_duration)},
     "auth": {"tokens": _texts},
+    "cors": {"origins": _origins},
 }
 _SECTIONS = {
     "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
-    "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig,
+    "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig, "cors": CorsConfig,
 }
 
 
@@ -212,7 +251,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         tmp_dir=(base_dir / storage.tmp_dir).resolve(),
         min_free_space=storage.min_free_space,
     )
-    return Config(config.server, resolved, config.limits, config.types, config.cleanup, config.auth)
+    return dataclasses.replace(config, storage=resolved)
 
 
 def load_config(path: Path | None, *, cwd: Path | None = None) -> Config:

@@ -11,14 +11,20 @@ contract's JSON shape in exactly one place (`middlewares.error_middleware`):
       ├── FieldTooLarge            400 field_too_large
       ├── UnexpectedPart           400 unexpected_part
       ├── InvalidQuery             400 invalid_query
+      ├── InvalidHeader            400 invalid_header (a tus header that breaks its rule)
+      ├── UnsupportedChecksum      400 unsupported_checksum_algorithm
       ├── Unauthorized             401 unauthorized
+      ├── FinalUpload              403 final_upload (PATCH to a concatenated upload)
       ├── NotFound                 404 not_found
       ├── UploadTimeout            408 upload_timeout
+      ├── OffsetMismatch           409 offset_mismatch
+      ├── UnsupportedVersion       412 unsupported_version
       ├── FileTooLarge             413 file_too_large
       ├── UnsupportedMediaType     415 unsupported_media_type
       ├── UnsupportedFileType      415 unsupported_file_type
       ├── UploadLocked             423 upload_locked
       ├── TooManyUploads           429 too_many_uploads
+      ├── ChecksumMismatch         460 checksum_mismatch
       └── InsufficientStorage      507 insufficient_storage
 
 This module must not import aiohttp: storage raises these too.
@@ -71,6 +77,30 @@ class UnexpectedPart(UploadError):
 
 class InvalidQuery(UploadError):
     status, code = 400, "invalid_query"
+
+
+class InvalidHeader(UploadError):
+    status, code = 400, "invalid_header"
+
+
+class UnsupportedChecksum(UploadError):
+    status, code = 400, "unsupported_checksum_algorithm"
+
+
+class FinalUpload(UploadError):
+    status, code = 403, "final_upload"
+
+
+class OffsetMismatch(UploadError):
+    status, code = 409, "offset_mismatch"
+
+
+class UnsupportedVersion(UploadError):
+    status, code = 412, "unsupported_version"
+
+
+class ChecksumMismatch(UploadError):
+    status, code = 460, "checksum_mismatch"
 
 
 class Unauthorized(UploadError):

@@ -1,9 +1,8 @@
-"""Middlewares, outermost first: errors to JSON, bearer auth, upload size precheck.
+"""Middlewares, outermost first: errors to JSON, then bearer auth.
 
-`error_middleware` is the one place where an exception becomes a response. The
-precheck refuses an upload from its headers alone (415, 413) before any body byte is
-read; the same checks run in the routes' `Expect: 100-continue` handler, which aiohttp
-calls before any middleware.
+`error_middleware` is the one place where an exception becomes a response. Upload
+admission (413, 415, 429, 507) is each upload route's policy (`admission`), not a
+middleware, because the routes' `Expect: 100-continue` handlers run before middlewares.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from .appkeys import CONFIG
 from .auth import check_token
 from .errors import UploadError
 from .http_errors import error_response, json_error, refuse
-from .upload_handlers import check_upload_head
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +55,7 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    check_token(request, request.app[CONFIG].auth.tokens)
-    return await handler(request)
-
-
-@web.middleware
-async def upload_precheck_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "POST":
-        check_upload_head(request, request.app[CONFIG].limits)
+    # OPTIONS only tells what the server speaks (tus discovery, CORS preflight).
+    if request.method != "OPTIONS":
+        check_token(request, request.app[CONFIG].auth.tokens)
     return await handler(request)

@@ -1,9 +1,11 @@
-"""A multipart/form-data body taken apart as it streams: file parts into the ingest
-pipeline, text fields into memory, and every trap of the parser turned into a 400.
+"""A multipart/form-data body taken apart as it streams into file and field events:
+each file part's start, bytes and end go to a `FileSink`, text fields into memory, and
+every trap of the parser becomes a 400.
 
 Owns the form's rules: which part names carry files, how many files and fields, how big a
 field and a part's headers may be, and when the body counts as complete. It feeds
-streaming-form-data's parser through its async path and must not touch paths or HTTP.
+streaming-form-data's parser through its async path; it knows nothing of uploads,
+storage or HTTP.
 
 streaming-form-data 2.1 never reports a truncated body or a missing closing boundary,
 misreads bytes that follow the closing boundary in the same chunk (they end up in the
@@ -16,25 +18,19 @@ and bounds the bytes it feeds that reach no target.
 from __future__ import annotations
 
 import re
-import secrets
+from collections.abc import Collection
+from typing import Protocol
 from urllib.parse import unquote
-from collections.abc import Callable, Collection
-from contextlib import ExitStack
-from dataclasses import dataclass
-from concurrent.futures import Executor
 
 from streaming_form_data import ParseFailedException, StreamingFormDataParser
 from streaming_form_data.parser import parse_content_boundary
 from streaming_form_data.targets import BaseTarget
 
-from .admission import ActiveUploads
 from .config import LimitsConfig
 from .errors import (
     FieldTooLarge, MalformedMultipart, MissingFile, TooManyFields, TooManyFiles,
     UnexpectedPart, format_size,
 )
-from .ingest import Ingest, IngestResult
-from .storage import Storage
 
 # Boundary lines and part headers allowed per part; real clients send a few hundred bytes.
 PART_OVERHEAD = 16 << 10
@@ -66,19 +62,21 @@ def display_name(raw: str | None) -> str:
     return _CONTROL.sub("", name)[:255]
 
 
-def new_upload_id() -> str:
-    return secrets.token_urlsafe(16)
+class FileSink(Protocol):
+    """Where a form's files go, one after another."""
 
+    async def start_file(self, filename: str) -> None:
+        """A file part begins; `filename` is the display name (no folders, no controls)."""
 
-@dataclass(frozen=True)
-class ReceivedFile:
-    upload_id: str
-    filename: str
-    result: IngestResult
+    async def file_data(self, chunk: bytes) -> None:
+        """The next bytes of the current file."""
+
+    async def end_file(self) -> None:
+        """The current file part is complete."""
 
 
 class _FileParts(BaseTarget):
-    """Every part named as a file field: each one becomes an Ingest into its own part."""
+    """Every part named as a file field: its events go to the form's sink."""
 
     def __init__(self, form: MultipartForm) -> None:
         super().__init__()
@@ -123,12 +121,8 @@ class MultipartForm:
         file_fields: Collection[str],
         max_files: int,
         limits: LimitsConfig,
-        allowed_types: Collection[str],
-        storage: Storage,
-        executor: Executor,
-        active: ActiveUploads,
+        sink: FileSink,
         body_length: int | None = None,
-        new_id: Callable[[], str] = new_upload_id,
     ) -> None:
         headers = {"Content-Type": content_type}
         try:
@@ -152,12 +146,7 @@ class MultipartForm:
         self._file_fields = frozenset(file_fields)
         self._max_files = max_files
         self._limits = limits
-        self._allowed = allowed_types
-        self._storage = storage
-        self._executor = executor
-        self._active = active
-        self._holds = ExitStack()
-        self._new_id = new_id
+        self._sink = sink
 
         self._fed = 0
         self._delivered = 0
@@ -166,9 +155,8 @@ class MultipartForm:
         self._tail = b"\r\n"
         self._ended = False
         self._epilogue = 0
-        self._upload_ids: list[str] = []
-        self._files: list[ReceivedFile] = []
-        self._current: tuple[str, str, Ingest] | None = None
+        self._files = 0
+        self._in_file = False
         self._field_name = ""
         self._field: bytearray | None = None
         self._field_parts = 0  # parts, not names: a repeated name counts every time
@@ -223,30 +211,23 @@ class MultipartForm:
 
     async def _start_file(self, filename: str | None) -> None:
         self._parts += 1
-        if len(self._files) + 1 > self._max_files:
+        if self._files + 1 > self._max_files:
             if self._max_files == 1:
                 raise TooManyFiles("/upload takes exactly one file part; use /upload-multiple for several files")
             raise TooManyFiles(f"a request may carry at most {self._max_files} files")
-        upload_id = self._new_id()
-        self._holds.enter_context(self._active.writing(upload_id))
-        self._upload_ids.append(upload_id)
-        ingest = Ingest(lambda: self._storage.create_part(upload_id), self._executor,
-                        max_size=self._limits.max_file_size, allowed=self._allowed)
-        self._current = (upload_id, display_name(filename), ingest)
+        self._files += 1
+        self._in_file = True
+        await self._sink.start_file(display_name(filename))
 
     async def _file_data(self, chunk: bytes) -> None:
-        assert self._current is not None
         self._delivered += len(chunk)
-        await self._current[2].feed(chunk)
+        await self._sink.file_data(chunk)
 
     async def _finish_file(self) -> None:
-        if self._current is None:
+        if not self._in_file:
             return  # the parser finishes a part twice after a header error
-        upload_id, filename, ingest = self._current
-        result = await ingest.finish()
-        self._current = None
-        await ingest.close()
-        self._files.append(ReceivedFile(upload_id, filename, result))
+        self._in_file = False
+        await self._sink.end_file()
 
     # -- text fields -----------------------------------------------------------------
 
@@ -255,6 +236,9 @@ class MultipartForm:
         name = self._field_name
         if filename:
             names = " or ".join(repr(n) for n in sorted(self._file_fields))
+            if not self._files:
+                raise MissingFile(f"the form has no part named {names}; it has a file in the part {name!r}: "
+                                  f"send the file in the part named {names}")
             raise UnexpectedPart(f"form part {name!r} carries a file; send files in the part named {names}")
         self._field_parts += 1
         if self._field_parts > self._limits.max_fields:
@@ -278,24 +262,12 @@ class MultipartForm:
 
     # -- the end ---------------------------------------------------------------------
 
-    async def finish(self) -> list[ReceivedFile]:
-        """The files, once the whole body arrived and every part is complete."""
-        if not self._ended or self._current is not None:
+    def finish(self) -> None:
+        """Check that the whole body arrived, every part is complete and a file came."""
+        if not self._ended or self._in_file:
             raise MalformedMultipart(
                 "the body ended before the closing multipart boundary: the upload was cut off"
             )
         if not self._files:
             names = " or ".join(repr(n) for n in sorted(self._file_fields))
             raise MissingFile(f"no file in the form; send the file in a part named {names}")
-        return list(self._files)
-
-    async def close(self) -> None:
-        """Release everything; parts not committed by then are removed."""
-        try:
-            if self._current is not None:
-                ingest, self._current = self._current[2], None
-                await ingest.close()
-            for upload_id in self._upload_ids:
-                await self._storage.discard_part(upload_id)
-        finally:
-            self._holds.close()

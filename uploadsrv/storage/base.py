@@ -1,23 +1,31 @@
 """The storage contract, written from the caller's side.
 
-An upload's bytes go to a *part* (in progress, invisible to readers) until `commit`
-makes them a *file* with a record. Callers (the ingest pipeline, the one-shot and the
-resumable handlers, the cleanup task) only use this contract; they never build paths.
-A backend never imports aiohttp and raises `errors.UploadError` subclasses
-(`NotFound`, `InsufficientStorage`) for conditions a client must hear about.
+An *upload* is bytes in progress plus its `UploadInfo`, invisible to readers of files,
+until `commit` makes it a *file* with a `FileRecord`. Callers (the upload session, the
+files API, the cleanup task) only use this contract: they never build paths, and every
+method is a coroutine; a backend runs its blocking work on executors of its own, bulk
+writes apart from small metadata operations. A backend never imports aiohttp and raises
+`errors.UploadError` subclasses (`NotFound`, `InsufficientStorage`) for conditions a
+client must hear about.
 
 Life of an upload:
-    create_part(id) -> PartWriter   (blocking writer, used from a worker thread)
-    PartWriter.write(...)*, PartWriter.sync(), PartWriter.close()
-    commit(record)                  -> the file and its record are visible, durably
-    or discard_part(id)             -> nothing is left
+    create_upload(info)                      info written atomically, no bytes yet
+    open_writer(id) -> UploadWriter          write(pieces)*, flush() -> durable offset, close()
+    save_info(info)                          e.g. the running hash state after a flush
+    truncate(id, offset)                     drop bytes past `offset` (a checksum mismatch)
+    read_upload(id, start, end)              read bytes back (hash rebuild, concatenation)
+    commit(id, record)                       the bytes become a file; the record is written last
+    or terminate(id)                         nothing of it is left
+
+Locking is not storage's business: callers hold the upload's lock (`uploads.locks`)
+around everything but reads of completed files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import base64
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 
@@ -53,58 +61,138 @@ class FileRecord:
         )
 
 
-class PartWriter(Protocol):
-    """Appends to one part. Every method blocks: call them from a worker thread."""
+@dataclass(frozen=True)
+class UploadInfo:
+    """Everything about an upload in progress except its bytes.
 
-    def write(self, pieces: Sequence[bytes]) -> None:
-        """Append the pieces in order; raises InsufficientStorage when the disk is full.
+    `hash_state` is the running SHA-256 after the first `hash_offset` bytes (None: hash
+    from the start). `media` is the detected type once the head decided it."""
 
-        A writer may hold back a short tail (under 4 KiB) until the next write or sync,
-        so the part's size on disk can trail what was written until `sync`.
-        """
+    id: str
+    kind: str  # "multipart" or "tus"
+    created_at: str
+    length: int | None = None  # None while a tus upload defers its length
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata_header: str = ""  # tus Upload-Metadata as the client sent it, echoed on HEAD
+    filename: str = ""
+    owner: str = ""  # digest of the bearer token that created it; "" without auth
+    concat: str = ""  # "", "partial" or "final"
+    partials: tuple[str, ...] = ()  # a final upload's partial upload ids, in order
+    media: str | None = None
+    hash_state: bytes | None = None
+    hash_offset: int = 0
 
-    def sync(self) -> None:
-        """Make everything written so far durable (fsync)."""
+    def with_hash(self, state: bytes | None, offset: int, media: str | None) -> UploadInfo:
+        return replace(self, hash_state=state, hash_offset=offset if state is not None else 0, media=media)
 
-    def close(self) -> None:
-        """Release the handle; idempotent."""
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metadata"] = dict(self.metadata)
+        data["partials"] = list(self.partials)
+        data["hash_state"] = base64.b64encode(self.hash_state).decode() if self.hash_state else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UploadInfo:
+        state = data.get("hash_state")
+        length = data.get("length")
+        return cls(
+            id=str(data["id"]), kind=str(data["kind"]), created_at=str(data["created_at"]),
+            length=None if length is None else int(length),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            metadata_header=str(data.get("metadata_header") or ""),
+            filename=str(data.get("filename") or ""), owner=str(data.get("owner") or ""),
+            concat=str(data.get("concat") or ""), partials=tuple(str(p) for p in data.get("partials") or ()),
+            media=None if data.get("media") is None else str(data["media"]),
+            hash_state=base64.b64decode(state) if state else None,
+            hash_offset=int(data.get("hash_offset") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class UploadEntry:
+    """What the cleanup task sees of an upload in progress (or of its leftovers)."""
+
+    id: str
+    size: int  # bytes the backend holds for it (data and info)
+    idle_seconds: float  # since its last write
+    has_info: bool
+    has_data: bool
+
+
+class UploadWriter(Protocol):
+    """Appends to one upload. Calls never overlap: await each before the next."""
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far (durable or not)."""
+
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        """Append the pieces in order; InsufficientStorage when the disk is full."""
+
+    async def flush(self) -> int:
+        """Make everything written durable; returns the durable offset."""
+
+    async def close(self) -> None:
+        """Release the writer without flushing; idempotent, safe after a failed write."""
 
 
 class Storage(Protocol):
-    """Parts in progress and completed files with their records."""
+    """Uploads in progress and completed files with their records."""
 
-    async def create_part(self, upload_id: str) -> PartWriter:
-        """Start an empty part for a new upload."""
+    # -- uploads in progress ------------------------------------------------------------
 
-    async def open_part(self, upload_id: str) -> PartWriter:
-        """Reopen an existing part to append at its end; NotFound if there is none."""
+    async def create_upload(self, info: UploadInfo) -> None:
+        """A new, empty upload with its info, both durable."""
 
-    async def part_size(self, upload_id: str) -> int:
-        """Bytes stored in the part so far; NotFound if there is none."""
+    async def get_upload(self, upload_id: str) -> UploadInfo:
+        """The info of an upload in progress; NotFound if there is none."""
 
-    async def discard_part(self, upload_id: str) -> None:
-        """Remove a part and anything kept beside it; no error if already gone."""
+    async def save_info(self, info: UploadInfo) -> None:
+        """Replace an upload's info atomically and durably."""
 
-    async def commit(self, record: FileRecord) -> None:
-        """Turn the synced part `record.id` into a visible file, then write its record.
+    async def upload_offset(self, upload_id: str) -> int:
+        """Bytes durably stored for the upload (the offset's only truth); NotFound if none."""
 
-        When this returns, content and record survive a crash. Until then nothing of
-        the upload is visible to readers of the completed files."""
+    async def upload_idle_seconds(self, upload_id: str) -> float:
+        """Seconds since the upload's last write; NotFound if none."""
+
+    async def open_writer(self, upload_id: str) -> UploadWriter:
+        """A writer that appends at the upload's end; NotFound if there is none."""
+
+    async def truncate(self, upload_id: str, offset: int) -> None:
+        """Drop the bytes past `offset`, durably."""
+
+    def read_upload(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The upload's bytes from `start` to `end` (its end when None), in chunks."""
+
+    async def commit(self, upload_id: str, record: FileRecord) -> None:
+        """Turn the flushed upload into a visible file, then write its record (last).
+
+        When this returns, content and record survive a crash, and the upload (info
+        included) is gone. Until then nothing of it is visible to readers of files."""
+
+    async def terminate(self, upload_id: str) -> None:
+        """Remove the upload, bytes and info; no error if already gone."""
+
+    async def list_uploads(self) -> list[UploadEntry]:
+        """Every upload in progress and every leftover (bytes without info, info without bytes)."""
+
+    # -- completed files ----------------------------------------------------------------
 
     async def get(self, file_id: str) -> FileRecord:
         """The record of a completed file; NotFound if there is none."""
 
-    def content_path(self, record: FileRecord) -> Path:
-        """Where a completed file's bytes can be read (for sendfile and Range)."""
+    def read_file(self, record: FileRecord, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """A completed file's bytes from `start` to `end` (exclusive; the end when None)."""
 
     async def delete(self, file_id: str) -> None:
         """Remove a completed file, record first; NotFound if there is none."""
 
     async def list_files(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
-        """Completed files, newest first, and the cursor of the next page (or None)."""
+        """Completed files, newest first, and the cursor of the next page (or None).
 
-    async def purge_stale_parts(self, idle_for: float, active: frozenset[str]) -> list[tuple[str, int]]:
-        """Remove parts untouched for `idle_for` seconds and not in `active`: (name, bytes) each."""
+        ValueError for a cursor this backend did not give out."""
 
     async def free_space(self) -> int:
-        """Bytes free where completed files are stored."""
+        """Bytes free where uploads and files are stored."""

@@ -1,43 +1,45 @@
-"""Local-disk storage: parts in `tmp_dir`, completed files and records in `dir`.
+"""Local-disk storage: uploads in `tmp_dir`, completed files and records in `dir`.
 
-Layout: `tmp_dir/<id>.part` holds an upload in progress (its size is the upload's only
-offset truth); `dir/<id>.<type>` holds a completed file and `dir/<id>.json` its record.
-Both folders must be on one filesystem so that commit is a rename. Every blocking call
-runs on the executor it is given, never on the event loop.
+Layout: `tmp_dir/<id>.part` holds an upload's bytes (its size is the offset's only
+truth) and `tmp_dir/<id>.info` its `UploadInfo`; `dir/<id>.<type>` holds a completed
+file and `dir/<id>.json` its record. Both folders must be on one filesystem so that
+commit is a rename. Blocking calls run on two executors owned here: bulk writes and
+reads on one, small metadata operations (info, records, listings) on the other, so a
+`GET /files/{id}/info` never queues behind 64 uploads' batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import json
-import mmap
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import aiofiles
+import aiofiles.os
 
 from ..errors import InsufficientStorage, NotFound
-from .base import FileRecord, PartWriter
+from ..ids import check_id
+from .base import FileRecord, UploadEntry, UploadInfo
+from .part_writer import FilePartWriter, disk_full
 
 _T = TypeVar("_T")
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PART_SUFFIX = ".part"
+INFO_SUFFIX = ".info"
 RECORD_SUFFIX = ".json"
-# Leftovers of an interrupted record write; they live in tmp_dir, never in dir.
-RECORD_TEMP_SUFFIX = ".json.tmp"
-
-
-def _check_id(upload_id: str) -> str:
-    # Ids come from URLs: anything else must never reach a path.
-    if not _ID.match(upload_id):
-        raise NotFound(f"no file or upload with id {upload_id!r}")
-    return upload_id
+# Leftovers of an interrupted write of a record or an info; they live in tmp_dir.
+TEMP_SUFFIX = ".tmp"
+# Enough threads for several uploads' batches to write at once on 2+ cores, few enough
+# that a burst of uploads cannot spawn an unbounded number of writers.
+BULK_THREADS = 8
+META_THREADS = 4
+READ_CHUNK = 1 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -48,149 +50,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _disk_full(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+class _Writer:
+    """The async face of a `FilePartWriter`: every call runs on the bulk executor."""
 
-
-# O_DIRECT wants file offsets, lengths and buffer addresses on the device's logical block
-# size; 4 KiB is a multiple of every common one (512 B and 4 KiB).
-DIRECT_ALIGN = 4096
-# The aligned buffer bytes pass through on their way to the disk: one per open part.
-STAGE_BYTES = 1 << 20
-
-
-def _open_direct(path: Path) -> int | None:
-    """A second descriptor with O_DIRECT, or None where the filesystem refuses it."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_DIRECT)
-    except OSError as error:
-        if error.errno == errno.EINVAL:
-            return None
-        raise
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
-class FilePartWriter:
-    """Appends to `tmp_dir/<id>.part`, bypassing the page cache where the filesystem allows.
-
-    Why O_DIRECT: every byte must reach the disk before 201 anyway, and buffered writes
-    left a 4 GiB upload's pages in the page cache (those still under writeback cannot be
-    dropped), which cost CPU and speed (curl -F 4 GiB, 3 interleaved pairs, together with
-    hashing beside the write: 389 -> 588 MB/s, 3.44 -> 2.28 CPU-s/GiB). Bytes go through
-    an aligned buffer; fewer than 4 KiB may wait there for the next write, and `sync`
-    writes them with the ordinary descriptor.
-    """
-
-    def __init__(self, path: Path, *, create: bool, direct: bool = True) -> None:
-        flags = os.O_WRONLY | os.O_CLOEXEC
-        flags |= (os.O_CREAT | os.O_EXCL) if create else 0
-        try:
-            self._fd: int | None = os.open(path, flags, 0o640)
-        except FileNotFoundError:
-            if create:
-                raise  # tmp_dir itself is gone: a server fault, not the client's
-            raise NotFound(f"no upload in progress at {path.stem!r}") from None
-        try:
-            self._direct_fd = _open_direct(path) if direct else None
-        except OSError:
-            os.close(self._fd)
-            raise
-        # Bytes on disk (the part's size); `_held` more wait in the stage after them.
-        self._offset = os.fstat(self._fd).st_size
-        self._stage = mmap.mmap(-1, STAGE_BYTES) if self._direct_fd is not None else None
-        self._held = 0
+    def __init__(self, part: FilePartWriter, storage: FilesystemStorage) -> None:
+        self._part = part
+        self._storage = storage
 
     @property
-    def direct(self) -> bool:
-        return self._direct_fd is not None
+    def offset(self) -> int:
+        return self._part.offset
 
-    def write(self, pieces: Sequence[bytes]) -> None:
-        assert self._fd is not None, "write after close"
-        try:
-            if self._stage is None:
-                self._write_buffered(pieces)
-            else:
-                for piece in pieces:
-                    self._stage_piece(memoryview(piece))
-                self._write_stage()
-        except OSError as error:
-            if _disk_full(error):
-                raise InsufficientStorage("the server's disk is full; try again later") from None
-            raise
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        await self._storage._bulk(self._part.write, pieces)
 
-    def _write_buffered(self, pieces: Sequence[bytes]) -> None:
-        assert self._fd is not None
-        total = sum(len(piece) for piece in pieces)
-        _pwrite_all(self._fd, memoryview(b"".join(pieces)), self._offset)
-        # Start writeback now and drop what earlier batches left clean, so the fsync
-        # before 201 has little left and a 5 GiB upload does not flood the page cache.
-        os.posix_fadvise(self._fd, self._offset, total, os.POSIX_FADV_DONTNEED)
-        os.posix_fadvise(self._fd, 0, self._offset, os.POSIX_FADV_DONTNEED)
-        self._offset += total
+    async def flush(self) -> int:
+        await self._storage._bulk(self._part.sync)
+        return self._part.offset
 
-    def _stage_piece(self, data: memoryview) -> None:
-        assert self._stage is not None and self._fd is not None
-        while data:
-            if not self._held and self._offset % DIRECT_ALIGN:
-                # A resumed part may end mid-block: an ordinary write brings it to a
-                # block boundary, from where direct writes can take over.
-                step = min(len(data), DIRECT_ALIGN - self._offset % DIRECT_ALIGN)
-                _pwrite_all(self._fd, data[:step], self._offset)
-                self._offset += step
-            else:
-                step = min(len(data), STAGE_BYTES - self._held)
-                self._stage[self._held : self._held + step] = data[:step]
-                self._held += step
-                if self._held == STAGE_BYTES:
-                    self._write_stage()
-            data = data[step:]
-
-    def _write_stage(self) -> None:
-        assert self._stage is not None and self._direct_fd is not None
-        aligned = self._held - self._held % DIRECT_ALIGN
-        if not aligned:
-            return
-        with memoryview(self._stage) as stage:
-            _pwrite_all(self._direct_fd, stage[:aligned], self._offset)
-        self._offset += aligned
-        self._held -= aligned
-        self._stage.move(0, aligned, self._held)
-
-    def sync(self) -> None:
-        assert self._fd is not None, "sync after close"
-        if self._held:
-            assert self._stage is not None
-            with memoryview(self._stage) as stage:
-                _pwrite_all(self._fd, stage[: self._held], self._offset)
-            self._offset += self._held
-            self._held = 0
-        # One fsync per inode covers what both descriptors wrote.
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
-        if self._stage is not None:
-            self._stage.close()
-            self._stage = None
+    async def close(self) -> None:
+        await self._storage._bulk(self._part.close)
 
 
 class FilesystemStorage:
     """The `Storage` contract on a local filesystem."""
 
-    def __init__(self, directory: Path, tmp_directory: Path, executor: Executor) -> None:
+    def __init__(self, directory: Path, tmp_directory: Path) -> None:
         self._dir = directory
         self._tmp = tmp_directory
-        self._executor = executor
+        self._bulk_pool = ThreadPoolExecutor(BULK_THREADS, thread_name_prefix="uploadsrv-bulk")
+        self._meta_pool = ThreadPoolExecutor(META_THREADS, thread_name_prefix="uploadsrv-meta")
 
     def prepare(self) -> None:
         """Create both folders (blocking; called once at start-up)."""
@@ -201,80 +90,204 @@ class FilesystemStorage:
                 f"storage.tmp_dir ({self._tmp}) must be on the same filesystem as storage.dir ({self._dir})"
             )
 
-    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    def close(self) -> None:
+        """Wait for running jobs and stop the executors (blocking; at shutdown)."""
+        self._bulk_pool.shutdown(wait=True)
+        self._meta_pool.shutdown(wait=True)
+
+    async def _bulk(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._bulk_pool, function, *args)
+
+    async def _meta(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._meta_pool, function, *args)
 
     def _part_path(self, upload_id: str) -> Path:
-        return self._tmp / f"{_check_id(upload_id)}{PART_SUFFIX}"
+        return self._tmp / f"{check_id(upload_id)}{PART_SUFFIX}"
+
+    def _info_path(self, upload_id: str) -> Path:
+        return self._tmp / f"{check_id(upload_id)}{INFO_SUFFIX}"
 
     def _record_path(self, file_id: str) -> Path:
-        return self._dir / f"{_check_id(file_id)}{RECORD_SUFFIX}"
+        return self._dir / f"{check_id(file_id)}{RECORD_SUFFIX}"
 
-    def content_path(self, record: FileRecord) -> Path:
-        return self._dir / f"{_check_id(record.id)}.{record.type}"
+    def _content_path(self, record: FileRecord) -> Path:
+        return self._dir / f"{check_id(record.id)}.{record.type}"
 
-    async def create_part(self, upload_id: str) -> PartWriter:
-        return await self._run(lambda: FilePartWriter(self._part_path(upload_id), create=True))
-
-    async def open_part(self, upload_id: str) -> PartWriter:
-        return await self._run(lambda: FilePartWriter(self._part_path(upload_id), create=False))
-
-    async def part_size(self, upload_id: str) -> int:
-        path = self._part_path(upload_id)
+    async def _write_json(self, data: dict[str, Any], temp: Path, final: Path) -> None:
+        """Write a small JSON file so that `final` is either the old or the new one, durably."""
+        text = json.dumps(data, ensure_ascii=False, indent=1)
         try:
-            return (await self._run(path.stat)).st_size
-        except FileNotFoundError:
-            raise NotFound(f"no upload in progress with id {upload_id!r}") from None
-
-    async def discard_part(self, upload_id: str) -> None:
-        await self._run(self._part_path(upload_id).unlink, True)
-
-    async def commit(self, record: FileRecord) -> None:
-        await self._run(self._commit, record)
-
-    def _commit(self, record: FileRecord) -> None:
-        part = self._part_path(record.id)
-        content = self.content_path(record)
-        temp_record = self._tmp / f"{record.id}{RECORD_TEMP_SUFFIX}"
-        try:
-            # The part was synced by its writer; the rename, then the folder, make it
-            # durable under its final name before the record can point at it.
-            os.rename(part, content)
-            _fsync_dir(self._dir)
-            with open(temp_record, "w", encoding="utf-8") as handle:
-                json.dump(record.to_json(), handle, ensure_ascii=False, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temp_record, self._record_path(record.id))
-            _fsync_dir(self._dir)
+            async with aiofiles.open(temp, "w", encoding="utf-8", executor=self._meta_pool) as handle:
+                await handle.write(text)
+                await handle.flush()
+                await self._meta(os.fsync, handle.fileno())
+            await aiofiles.os.replace(temp, final, executor=self._meta_pool)
+            await self._meta(_fsync_dir, final.parent)
         except OSError as error:
-            temp_record.unlink(missing_ok=True)
-            content.unlink(missing_ok=True)
-            if _disk_full(error):
+            await self._meta(temp.unlink, True)
+            if disk_full(error):
                 raise InsufficientStorage("the server's disk is full; try again later") from None
             raise
 
-    async def get(self, file_id: str) -> FileRecord:
-        return await self._run(self._read_record, self._record_path(file_id))
-
-    def _read_record(self, path: Path) -> FileRecord:
+    async def _read_json(self, path: Path, missing: str) -> dict[str, Any]:
         try:
-            return FileRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+            async with aiofiles.open(path, encoding="utf-8", executor=self._meta_pool) as handle:
+                data = json.loads(await handle.read())
         except FileNotFoundError:
-            raise NotFound(f"no file with id {path.stem!r}") from None
+            raise NotFound(missing) from None
+        if not isinstance(data, dict):
+            raise NotFound(missing)
+        return data
+
+    # -- uploads in progress ------------------------------------------------------------
+
+    async def create_upload(self, info: UploadInfo) -> None:
+        part = self._part_path(info.id)
+        await self._meta(lambda: os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)))
+        await self.save_info(info)
+
+    async def get_upload(self, upload_id: str) -> UploadInfo:
+        data = await self._read_json(self._info_path(upload_id), f"no upload in progress with id {upload_id!r}")
+        try:
+            return UploadInfo.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            raise NotFound(f"no upload in progress with id {upload_id!r}") from None
+
+    async def save_info(self, info: UploadInfo) -> None:
+        final = self._info_path(info.id)
+        await self._write_json(info.to_json(), final.with_name(final.name + TEMP_SUFFIX), final)
+
+    async def upload_offset(self, upload_id: str) -> int:
+        return (await self._stat_part(upload_id)).st_size
+
+    async def upload_idle_seconds(self, upload_id: str) -> float:
+        return max(0.0, time.time() - (await self._stat_part(upload_id)).st_mtime)
+
+    async def _stat_part(self, upload_id: str) -> os.stat_result:
+        try:
+            return await self._meta(self._part_path(upload_id).stat)
+        except FileNotFoundError:
+            raise NotFound(f"no upload in progress with id {upload_id!r}") from None
+
+    async def open_writer(self, upload_id: str) -> _Writer:
+        path = self._part_path(upload_id)
+        return _Writer(await self._bulk(lambda: FilePartWriter(path, create=False)), self)
+
+    async def truncate(self, upload_id: str, offset: int) -> None:
+        await self._bulk(self._truncate, self._part_path(upload_id), offset)
+
+    @staticmethod
+    def _truncate(path: Path, offset: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def read_upload(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self._read_range(self._part_path(upload_id), start, end):
+            yield chunk
+
+    async def _read_range(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+        try:
+            handle = await self._bulk(open, path, "rb", 0)
+        except FileNotFoundError:
+            raise NotFound(f"no data for {path.stem!r}") from None
+        try:
+            position = start
+            while end is None or position < end:
+                size = READ_CHUNK if end is None else min(READ_CHUNK, end - position)
+                chunk = await self._bulk(os.pread, handle.fileno(), size, position)
+                if not chunk:
+                    break
+                position += len(chunk)
+                yield chunk
+        finally:
+            await self._bulk(handle.close)
+
+    async def commit(self, upload_id: str, record: FileRecord) -> None:
+        part, content = self._part_path(upload_id), self._content_path(record)
+        try:
+            # The writer flushed the part; the rename, then the folder, make it durable
+            # under its final name before the record can point at it.
+            await self._meta(os.rename, part, content)
+            await self._meta(_fsync_dir, self._dir)
+        except OSError as error:
+            if disk_full(error):
+                raise InsufficientStorage("the server's disk is full; try again later") from None
+            raise
+        try:
+            temp = self._tmp / f"{record.id}{RECORD_SUFFIX}{TEMP_SUFFIX}"
+            await self._write_json(record.to_json(), temp, self._record_path(record.id))
+        except BaseException:
+            await asyncio.shield(self._meta(content.unlink, True))
+            raise
+        await self._meta(self._info_path(upload_id).unlink, True)
+
+    async def terminate(self, upload_id: str) -> None:
+        await self._meta(self._terminate, upload_id)
+
+    def _terminate(self, upload_id: str) -> None:
+        # Info first: an upload without info is a leftover for every reader. Then the
+        # bytes, and the temps an interrupted info or record write may have left.
+        info = self._info_path(upload_id)
+        for path in (info, self._part_path(upload_id), info.with_name(info.name + TEMP_SUFFIX),
+                     self._tmp / f"{upload_id}{RECORD_SUFFIX}{TEMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+    async def list_uploads(self) -> list[UploadEntry]:
+        return await self._meta(self._list_uploads)
+
+    def _list_uploads(self) -> list[UploadEntry]:
+        now = time.time()
+        found: dict[str, dict[str, Any]] = {}
+        with os.scandir(self._tmp) as entries:
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                upload_id, dot, suffix = entry.name.partition(".")
+                if not dot:
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                item = found.setdefault(upload_id, {"size": 0, "mtime": 0.0, "info": False, "data": False})
+                item["size"] += stat.st_size
+                item["mtime"] = max(item["mtime"], stat.st_mtime)
+                item["info"] |= "." + suffix == INFO_SUFFIX
+                item["data"] |= "." + suffix == PART_SUFFIX
+        return [
+            UploadEntry(upload_id, item["size"], max(0.0, now - item["mtime"]), item["info"], item["data"])
+            for upload_id, item in found.items()
+        ]
+
+    # -- completed files ----------------------------------------------------------------
+
+    async def get(self, file_id: str) -> FileRecord:
+        data = await self._read_json(self._record_path(file_id), f"no file with id {file_id!r}")
+        try:
+            return FileRecord.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            raise NotFound(f"no file with id {file_id!r}") from None
+
+    async def read_file(self, record: FileRecord, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self._read_range(self._content_path(record), start, end):
+            yield chunk
 
     async def delete(self, file_id: str) -> None:
         record = await self.get(file_id)
-        await self._run(self._delete, record)
+        await self._meta(self._delete, record)
 
     def _delete(self, record: FileRecord) -> None:
         # Record first: once it is gone the file is gone for every reader.
         self._record_path(record.id).unlink(missing_ok=True)
-        self.content_path(record).unlink(missing_ok=True)
+        self._content_path(record).unlink(missing_ok=True)
         _fsync_dir(self._dir)
 
     async def list_files(self, limit: int, cursor: str | None) -> tuple[list[FileRecord], str | None]:
-        return await self._run(self._list, limit, _decode_cursor(cursor))
+        return await self._meta(self._list, limit, _decode_cursor(cursor))
 
     def _list(self, limit: int, after: tuple[int, str] | None) -> tuple[list[FileRecord], str | None]:
         # A record's mtime is its commit time; (mtime, id) orders files newest first
@@ -293,35 +306,15 @@ class FilesystemStorage:
             if len(records) == limit:
                 return records, _encode_cursor(last_key) if last_key else None
             try:
-                records.append(self._read_record(self._dir / f"{key[1]}{RECORD_SUFFIX}"))
-            except (NotFound, ValueError, KeyError):
+                path = self._dir / f"{key[1]}{RECORD_SUFFIX}"
+                records.append(FileRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # deleted meanwhile, or not one of ours
             last_key = key
         return records, None
 
-    async def purge_stale_parts(self, idle_for: float, active: frozenset[str]) -> list[tuple[str, int]]:
-        return await self._run(self._purge, idle_for, active)
-
-    def _purge(self, idle_for: float, active: frozenset[str]) -> list[tuple[str, int]]:
-        cutoff = time.time() - idle_for
-        removed: list[tuple[str, int]] = []
-        with os.scandir(self._tmp) as entries:
-            for entry in entries:
-                upload_id = entry.name.split(".", 1)[0]
-                if upload_id in active or not entry.is_file(follow_symlinks=False):
-                    continue
-                try:
-                    stat = entry.stat(follow_symlinks=False)
-                    if stat.st_mtime >= cutoff:
-                        continue
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                removed.append((entry.name, stat.st_size))
-        return removed
-
     async def free_space(self) -> int:
-        return (await self._run(shutil.disk_usage, self._dir)).free
+        return (await self._meta(shutil.disk_usage, self._dir)).free
 
 
 def _encode_cursor(key: tuple[int, str]) -> str:
@@ -335,6 +328,6 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         mtime, file_id = raw.split(":", 1)
-        return int(mtime), _check_id(file_id)
+        return int(mtime), check_id(file_id)
     except (ValueError, NotFound):
         raise ValueError("cursor is not one this server gave out") from None

@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per group of routes: page, one-shot uploads, tus, files."""

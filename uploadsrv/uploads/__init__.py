@@ -1,0 +1,1 @@
+"""The upload lifecycle: sessions, the ingest pipeline, hash states and locks."""
