@@ -13,7 +13,8 @@ from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, LOCKS, PAGE, STORAGE
 from .capacity import ActiveUploads
 from .cleanup import cleanup_context
 from .config import Config
-from .handlers import files, oneshot
+from .cross_origin import add_response_headers, cors_middleware
+from .handlers import files, oneshot, tus
 from .middlewares import auth_middleware, error_middleware
 from .storage import FilesystemStorage
 from .uploads.locks import UploadLocks
@@ -26,10 +27,11 @@ LOCKS_FOLDER = "locks"
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app = web.Application(middlewares=[error_middleware, cors_middleware, auth_middleware])
     app[CONFIG] = config
     app[ACTIVE_UPLOADS] = ActiveUploads(config.limits.max_concurrent_uploads)
     app[PAGE] = page.load_page()
+    app.on_response_prepare.append(add_response_headers)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(cleanup_context)
     _add_routes(app)
@@ -64,6 +66,14 @@ def _add_routes(app: web.Application) -> None:
                                   ("/upload-multiple", oneshot.upload_multiple, oneshot.MULTIPLE)):
         router.add_post(path, guarded(policy, handler), expect_handler=expect_handler(policy))
     router.add_get("/files", files.list_files)
-    router.add_get("/files/{file_id}", files.download)
-    router.add_delete("/files/{file_id}", files.delete_file)
+    router.add_route("OPTIONS", "/files", tus.options)
+    router.add_route("OPTIONS", "/files/", tus.options)
+    router.add_post("/files", guarded(tus.CREATE, tus.create), expect_handler=expect_handler(tus.CREATE))
+    router.add_post("/files/", guarded(tus.CREATE, tus.create), expect_handler=expect_handler(tus.CREATE))
+    router.add_route("OPTIONS", "/files/{file_id}", tus.options)
+    router.add_get("/files/{file_id}", files.download, allow_head=False)
+    router.add_route("HEAD", "/files/{file_id}", tus.head)
+    router.add_patch("/files/{file_id}", guarded(tus.PATCH, tus.patch), expect_handler=expect_handler(tus.PATCH))
+    router.add_delete("/files/{file_id}", tus.delete)
+    router.add_post("/files/{file_id}", tus.override, expect_handler=tus.expect_override)
     router.add_get("/files/{file_id}/info", files.file_info)

@@ -95,7 +95,3 @@ def content_disposition(record: FileRecord) -> str:
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
-
-async def delete_file(request: web.Request) -> web.Response:
-    await request.app[STORAGE].delete(check_id(request.match_info["file_id"]))
-    return web.Response(status=204)
