@@ -1,25 +1,27 @@
 """The `uploadsrv` command: read the config, then serve until SIGTERM or SIGINT.
 
-Owns the process: arguments, logging, the allocator settings, the listening socket
-(systemd socket activation wins over host and port), and the exit status (2 for a bad
-config).
+Owns the process: arguments, logging, the allocator settings, the choice of listening
+socket (systemd socket activation wins over host and port), and the exit status (2 for
+a bad config, 1 for a start-up fault, 0 after a drain). The run itself (signals, drain,
+sd_notify) is server.py's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from .allocator import tune_for_streaming
 from .app import create_app
 from .config import Config, ConfigError, load_config
+from .server import StartupError, serve
 
 SD_LISTEN_FDS_START = 3
 
@@ -29,7 +31,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="config.toml (default: ./config.toml if present, else built-in defaults)")
     parser.add_argument("--host", help="address to listen on (overrides server.host)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser.parse_args(argv)
+
+
+def _version() -> str:
+    # The installed distribution's metadata is the one place the version is written
+    # (setup.cfg); a source tree run without installing has none.
+    try:
+        return importlib.metadata.version("uploadsrv")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def systemd_socket() -> socket.socket | None:
@@ -51,19 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if not tune_for_streaming():
         logging.getLogger("uploadsrv").info("C library without glibc's mallopt: default allocator settings")
     app = create_app(config)
-    sock = systemd_socket()
-    where = dict(sock=sock) if sock is not None else dict(host=config.server.host, port=config.server.port)
-    # run_app handles SIGINT and SIGTERM (what systemd sends): stop accepting, give
-    # requests shutdown_timeout, cancel the rest (their handlers remove their parts).
     try:
-        web.run_app(
-            app,
-            shutdown_timeout=config.server.shutdown_timeout,
-            access_log_format='%a "%r" %s %b %Tfs',
-            print=lambda message: logging.getLogger("uploadsrv").info(message.strip()),
-            **where,
-        )
-    except (OSError, RuntimeError) as error:
+        asyncio.run(serve(app, config.server, systemd_socket()))
+    except StartupError as error:
         # Start-up faults (port taken, storage folders unusable) are one line, not a traceback.
         print(f"uploadsrv: cannot start: {error}", file=sys.stderr)
         return 1
