@@ -82,6 +82,10 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path: Path) 
     ("[cleanup]\ninterval = 0\n", "cleanup.interval"),
     ("[auth]\ntokens = \"one\"\n", "auth.tokens"),
     ("[nonsense]\nx = 1\n", "nonsense"),
+    ("[server]\npublic_url = \"uploads.example.com\"\n", "server.public_url"),
+    ("[server]\ntrust_forwarded = \"yes\"\n", "server.trust_forwarded"),
+    ("[limits]\nstale_after = 0\n", "limits.stale_after"),
+    ("[cors]\norigins = [\"app.example.com\"]\n", "cors.origins"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as raised:

@@ -146,18 +146,25 @@ class UploadLocks:
         return UploadLock(self, upload_id, fd)
 
     async def acquire(self, upload_id: str) -> UploadLock:
-        """The lock for a request; a stale holder is asked to stop, a live one means 423."""
+        """The lock for a request. A live holder (its file touched within two heartbeats)
+        means 423 at once; a silent one is waited on until it is stale, then asked to stop."""
         lock = await self.try_acquire(upload_id)
         if lock is not None:
             return lock
-        if await self._holder_is_stale(upload_id):
-            await self._run(self.release_path(upload_id).touch)
-            deadline = time.monotonic() + TAKEOVER_WAIT
+        silence = await self._holder_silence(upload_id)
+        if silence >= 2 * self.heartbeat:
+            deadline = time.monotonic() + max(0.0, self.stale_after - silence) + TAKEOVER_WAIT
+            asked = False
             while time.monotonic() < deadline:
+                if not asked and await self._holder_silence(upload_id) >= self.stale_after:
+                    await self._run(self.release_path(upload_id).touch)
+                    asked = True
                 await asyncio.sleep(POLL_INTERVAL)
                 lock = await self.try_acquire(upload_id)
                 if lock is not None:
                     return lock
+                if await self._holder_silence(upload_id) < 2 * self.heartbeat:
+                    break  # the holder came back to life
         raise UploadLocked(
             f"upload {upload_id} is being written by another request; retry in a few seconds",
             headers={"Retry-After": "1"},
@@ -174,10 +181,11 @@ class UploadLocks:
             elif suffix == "release":
                 await self._run(path.unlink, True)
 
-    async def _holder_is_stale(self, upload_id: str) -> bool:
+    async def _holder_silence(self, upload_id: str) -> float:
+        """Seconds since the holder last touched its lock file (inf once it is gone)."""
         try:
             stat = await self._run(self.lock_path(upload_id).stat)
         except FileNotFoundError:
-            return True  # released meanwhile
+            return float("inf")
         assert isinstance(stat, os.stat_result)
-        return time.time() - stat.st_mtime >= self.stale_after
+        return max(0.0, time.time() - stat.st_mtime)
