@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import hashlib
 import os
 import time
@@ -29,7 +30,7 @@ async def open_patch(server, path: str, offset: int, length: int, first: bytes):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(request_head("PATCH", path, {
         **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-        "Content-Length": str(length)}) + first)
+        "Content-Length": str(length), "Connection": "close"}) + first)
     await writer.drain()
     return reader, writer
 
@@ -121,3 +122,55 @@ async def test_no_lock_outlives_its_request_whatever_the_outcome(start, mp3: byt
     assert outcomes[3].status == 404
     assert locks(server) == []
     assert server.temp() == []
+
+
+def test_the_lock_holds_across_two_server_processes_on_one_storage(tmp_path, mp3: bytes) -> None:
+    """Two real processes share one storage folder (as workers or instances will): a PATCH
+    streaming into one makes the other answer 423, and once it goes silent the other
+    takes the upload over through the release request."""
+    import http.client
+    import socket
+
+    from support import poll, start_process
+
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndir = "files"\ntmp_dir = "tmp"\nmin_free_space = 0\n'
+                      '[limits]\nstale_after = "1s"\n')
+    first, second = start_process(config, tmp_path), start_process(config, tmp_path)
+    try:
+        data = mp3 + os.urandom(1 << 20)
+
+        def call(server, method: str, path: str, headers: dict[str, str], body: bytes = b""):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+            connection.request(method, path, body=body, headers={**TUS, **headers})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response
+
+        created = call(first, "POST", "/files", {"Upload-Length": str(len(data))})
+        path = "/files/" + created.headers["Location"].rsplit("/", 1)[1]
+        sent = 200_000
+        with socket.create_connection(("127.0.0.1", first.port)) as stream:
+            stream.sendall(request_head("PATCH", path, {
+                **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(len(data))}) + data[:sent])
+            poll(lambda: any((tmp_path / "tmp" / "locks").glob("*.lock")))
+            assert call(second, "PATCH", path, {"Upload-Offset": "0",
+                                                "Content-Type": "application/offset+octet-stream"}, b"x").status == 423
+            started = time.monotonic()
+            while (answer := call(second, "HEAD", path, {})).status == 423:
+                assert time.monotonic() - started < 8
+            assert answer.status == 200 and int(answer.headers["Upload-Offset"]) == sent
+        finished = call(second, "PATCH", path, {"Upload-Offset": str(sent),
+                                                "Content-Type": "application/offset+octet-stream"}, data[sent:])
+        assert finished.status == 204
+        connection = http.client.HTTPConnection("127.0.0.1", first.port, timeout=20)
+        connection.request("GET", path + "/info")
+        record = json.loads(connection.getresponse().read())
+        connection.close()
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        for server in (first, second):
+            server.process.terminate()
+            server.process.wait(10)
