@@ -256,3 +256,14 @@ async def test_bearer_token_guards_files_but_not_health(start) -> None:
     assert (await server.client.get("/files")).status == 401
     assert (await server.client.get("/files", headers={"Authorization": "Bearer s3cret"})).status == 200
     assert (await server.client.get("/health")).status == 200
+
+
+async def test_an_expect_value_we_do_not_support_is_a_json_417(start) -> None:
+    server = await start()
+    head = request_head("POST", "/upload", {
+        "Content-Type": FORM_CONTENT_TYPE, "Content-Length": "1000", "Expect": "200-ok"})
+    raw = await raw_exchange(server.port, head)
+    assert status_of(raw) == 417
+    assert error_code(raw) == "expectation_failed"
+    assert b"application/json" in raw.split(b"\r\n\r\n")[0]
+    server.assert_nothing_left()
