@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import page
 from .admission import expect_handler, guarded
-from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, LOCKS, PAGE, STORAGE, UPLOADS
+from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, HOOKS, LOCKS, PAGE, STORAGE, UPLOADS
 from .capacity import ActiveUploads
 from .cleanup import cleanup_context
 from .config import Config
@@ -17,6 +17,7 @@ from .cross_origin import add_response_headers, cors_middleware
 from .handlers import files, oneshot, tus
 from .middlewares import auth_middleware, error_middleware
 from .storage import FilesystemStorage
+from .uploads.hooks import CompletionHooks, hooks_context
 from .uploads.locks import UploadLocks
 from .uploads.session import UploadServices
 
@@ -31,9 +32,11 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ACTIVE_UPLOADS] = ActiveUploads(config.limits.max_concurrent_uploads)
     app[PAGE] = page.load_page()
+    app[HOOKS] = CompletionHooks(config.hooks)
     app.on_response_prepare.append(add_response_headers)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(cleanup_context)
+    app.cleanup_ctx.append(lambda app: hooks_context(app[HOOKS]))
     _add_routes(app)
     return app
 
@@ -51,6 +54,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     app[UPLOADS] = UploadServices(
         storage=storage, locks=locks, hash_executor=hashing, max_size=config.limits.max_file_size,
         allowed=config.types.allowed, expiry=config.cleanup.partial_expiry,
+        on_commit=app[HOOKS].file_committed,
     )
     yield
     hashing.shutdown(wait=True)

@@ -13,6 +13,7 @@ from aiohttp import web
 from .capacity import ActiveUploads
 from .config import Config
 from .storage import Storage
+from .uploads.hooks import CompletionHooks
 from .uploads.locks import UploadLocks
 from .uploads.session import UploadServices
 
@@ -24,5 +25,6 @@ ACTIVE_UPLOADS = web.AppKey("active_uploads", ActiveUploads)
 HASH_EXECUTOR = web.AppKey("hash_executor", ThreadPoolExecutor)
 LOCKS = web.AppKey("locks", UploadLocks)
 UPLOADS = web.AppKey("uploads", UploadServices)
+HOOKS = web.AppKey("hooks", CompletionHooks)
 CLEANUP_TASK = web.AppKey("cleanup_task", asyncio.Task)
 PAGE = web.AppKey("page", bytes)

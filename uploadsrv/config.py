@@ -76,6 +76,14 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    command: str = ""
+    url: str = ""
+    timeout: float = 30.0
+    retries: int = 5
+
+
+@dataclass(frozen=True)
 class CorsConfig:
     origins: tuple[str, ...] = ()
 
@@ -89,6 +97,7 @@ class Config:
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 _SIZE_UNITS = {
@@ -177,6 +186,19 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(origin.rstrip("/") for origin in origins)
 
 
+def _optional_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _count(value: object) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
@@ -215,10 +237,13 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
     "cleanup": {"partial_expiry": _positive(parse_duration), "interval": _positive(parse_duration)},
     "auth": {"tokens": _texts},
     "cors": {"origins": _origins},
+    "hooks": {"command": _optional_text, "url": _base_url, "timeout": _positive(parse_duration),
+              "retries": _count},
 }
 _SECTIONS = {
     "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
     "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig, "cors": CorsConfig,
+    "hooks": HooksConfig,
 }
 
 

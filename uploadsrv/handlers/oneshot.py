@@ -105,9 +105,12 @@ async def _commit_all(request: web.Request, files: _Files, fields: dict[str, str
     committed: list[FileRecord] = []
     try:
         for session, filename, result in files.finished:
-            committed.append(await session.commit(result, filename=filename, fields=fields, created_at=created_at))
+            committed.append(await session.commit(result, filename=filename, fields=fields,
+                                                  created_at=created_at, announce=False))
     except BaseException:
         for record in committed:
             await request.app[STORAGE].delete(record.id)
         raise
+    for record in committed:
+        request.app[UPLOADS].on_commit(record)
     return committed

@@ -45,6 +45,8 @@ class UploadServices:
     max_size: int
     allowed: Collection[str]
     expiry: float  # an unfinished upload idle this long is gone
+    # Told of every committed file (the completion hooks); never waits.
+    on_commit: Callable[[FileRecord], None] = lambda record: None
 
 
 class UploadSession:
@@ -133,8 +135,11 @@ class UploadSession:
         return await self._ingest.finish()
 
     async def commit(self, result: IngestResult, *, filename: str, fields: Mapping[str, str],
-                     created_at: str | None = None) -> FileRecord:
-        """Make the finished upload a file with its record; the upload is gone after this."""
+                     created_at: str | None = None, announce: bool = True) -> FileRecord:
+        """Make the finished upload a file with its record; the upload is gone after this.
+
+        `announce=False` leaves telling `on_commit` to the caller (a one-shot request
+        with several files announces them once all are committed)."""
         record = FileRecord(
             id=self.info.id, filename=filename, size=result.size, sha256=result.sha256,
             type=result.media.name, mime=result.media.mime, created_at=created_at or utc_now(),
@@ -143,6 +148,8 @@ class UploadSession:
         await self._ingest.close()
         await self._services.storage.commit(self.info.id, record)
         self.committed = True
+        if announce:
+            self._services.on_commit(record)
         return record
 
     async def discard_since(self, offset: int) -> None:
