@@ -116,6 +116,12 @@ def parse_metadata(value: str | None) -> tuple[dict[str, str], str]:
     return decoded, ",".join(canonical)
 
 
+def format_metadata(fields: Mapping[str, str]) -> str:
+    """{key: text} -> the canonical `Upload-Metadata` (a key with an empty value alone)."""
+    return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
+                    for key, value in fields.items() if _METADATA_KEY.match(key))
+
+
 def parse_concat(value: str | None) -> tuple[str, tuple[str, ...], str]:
     """`partial` or `final;<url> <url>` -> (kind, partial upload ids, canonical header)."""
     if value is None:

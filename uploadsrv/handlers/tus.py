@@ -10,7 +10,7 @@ for both.
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import time
 
 from aiohttp import web
@@ -24,8 +24,8 @@ from ..ids import check_id, new_upload_id
 from ..multipart import display_name
 from ..storage import FileRecord, UploadInfo
 from ..tus_rules import (
-    CHECKSUM_ALGORITHMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, check_length, check_version, http_date,
-    parse_checksum, parse_creation, parse_number,
+    CHECKSUM_ALGORITHMS, EXTENSIONS, OFFSET_STREAM, TUS_VERSION, check_length, check_version, format_metadata,
+    http_date, parse_checksum, parse_creation, parse_number,
 )
 from ..uploads.session import UploadSession, inspect_upload, owner_of, terminate_upload, utc_now
 from . import files
@@ -98,6 +98,8 @@ async def create(request: web.Request) -> web.Response:
         info = await _final_info(request, info)
     elif creation.length == 0 and creation.concat != "partial":
         raise MissingFile("the upload is empty (Upload-Length: 0); choose a file with content")
+    if creation.length is not None and (request.content_length or 0) > creation.length:
+        raise FileTooLarge(f"the body is longer than its Upload-Length of {creation.length}")
     location = f"{_base_url(request)}/files/{info.id}"
     session = await UploadSession.create(services, info)
     headers = {"Location": location, "Upload-Expires": _expires(request)}
@@ -105,14 +107,25 @@ async def create(request: web.Request) -> web.Response:
         if creation.concat == "final":
             await _concatenate(request, session)
         elif _has_body(request):
-            offset = await receive(request, session, checksum)
-            headers["Upload-Offset"] = str(offset)
-            await _complete_if_done(session, offset)
+            headers["Upload-Offset"] = str(await _receive_first(request, session, checksum))
         else:
             headers["Upload-Offset"] = "0"
     finally:
         await session.close()
     return web.Response(status=201, headers=headers)
+
+
+async def _receive_first(request: web.Request, session: UploadSession, checksum: tuple[str, bytes] | None) -> int:
+    """The body of a creation request. If it fails (460, 413, 415, a cut-off), the client
+    never learnt the upload's URL and cannot resume it: the upload is removed."""
+    try:
+        offset = await receive(request, session, checksum)
+        await _complete_if_done(session, offset)
+    except BaseException:
+        if not session.committed:
+            await asyncio.shield(session.terminate())
+        raise
+    return offset
 
 
 async def _final_info(request: web.Request, info: UploadInfo) -> UploadInfo:
@@ -214,8 +227,7 @@ async def _patch_completed(request: web.Request, upload_id: str, claimed: int) -
 async def head(request: web.Request) -> web.StreamResponse:
     upload_id = check_id(request.match_info["file_id"])
     if "Tus-Resumable" not in request.headers:
-        # A plain HEAD of a completed file (curl -I, a browser): the download's headers.
-        return await files.download(request)
+        return await _plain_head(request, upload_id)
     check_version(request.headers)
     headers = {"Cache-Control": "no-store"}
     try:
@@ -224,8 +236,7 @@ async def head(request: web.Request) -> web.StreamResponse:
         record = await request.app[STORAGE].get(upload_id)
         headers.update({"Upload-Offset": str(record.size), "Upload-Length": str(record.size)})
         if record.fields:
-            headers["Upload-Metadata"] = ",".join(
-                f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in record.fields.items())
+            headers["Upload-Metadata"] = format_metadata(record.fields)
         return web.Response(status=200, headers=headers)
     headers["Upload-Offset"] = str(offset)
     if info.length is None:
@@ -238,6 +249,21 @@ async def head(request: web.Request) -> web.StreamResponse:
         headers["Upload-Concat"] = "partial"
     headers["Upload-Expires"] = _expires(request)
     return web.Response(status=200, headers=headers)
+
+
+async def _plain_head(request: web.Request, upload_id: str) -> web.StreamResponse:
+    """A HEAD without Tus-Resumable: a completed file's download headers (curl -I, a
+    browser); for an upload in progress, which only tus speaks of, 412 (C2)."""
+    try:
+        return await files.download(request)
+    except NotFound:
+        try:
+            info = await request.app[STORAGE].get_upload(upload_id)
+        except NotFound:
+            info = None
+        if info is not None and info.owner in ("", _owner(request)):
+            check_version(request.headers)
+        raise
 
 
 async def delete(request: web.Request) -> web.Response:

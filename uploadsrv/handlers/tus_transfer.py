@@ -4,7 +4,9 @@ Owns what happens to the bytes of a single request: the idle timeout and the byt
 ceiling (the upload's length), the optional `Upload-Checksum` of the body (460 and the
 bytes discarded on a mismatch), the stale-request takeover, and what is kept when the
 request ends early: every byte that arrived is flushed and so acknowledged by the next
-HEAD (a body with a checksum is discarded instead: it can no longer be verified).
+HEAD (a body with a checksum is discarded instead: it can no longer be verified). An
+upload found to be a refused type, or over the size limit without a declared length, is
+deleted: it can never complete.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from ..appkeys import CONFIG, HASH_EXECUTOR
 from ..body import BodyReader
-from ..errors import ChecksumMismatch, UnsupportedFileType
+from ..errors import ChecksumMismatch, FileTooLarge, UnsupportedFileType
 from ..uploads.session import UploadSession
 
 DIGEST_BATCH = 2 << 20
@@ -69,6 +71,16 @@ async def receive(request: web.Request, session: UploadSession, checksum: tuple[
                 await session.append(chunk)
     except UnsupportedFileType:
         await session.terminate()  # a refused upload is deleted
+        raise
+    except FileTooLarge:
+        if length is None:
+            # Without a declared length the ceiling is the file size limit itself: the
+            # file is too large and can never complete, so it goes like a refused type.
+            await asyncio.shield(session.terminate())
+        else:
+            # The body overshot the declared Upload-Length: the request is at fault, not
+            # the bytes stored before it.
+            await asyncio.shield(_keep(session, start, keep=digest is None))
         raise
     except BaseException:
         # Cut off, timed out, taken over, over the limit, or shutting down: keep what
