@@ -520,8 +520,6 @@ async def test_co2_final_upload_is_the_concatenation_of_its_partials(start, mp3:
     assert answer.headers["Upload-Offset"] == answer.headers["Upload-Length"] == str(len(expected))
 
 
-@pytest.mark.xfail(strict=True, reason="the committed file does not remember it was a final upload "
-                                       "(FileRecord has no concat field); see the tus conformance report")
 async def test_co3_patch_to_a_final_upload_is_403_and_modifies_nothing(start, mp3: bytes) -> None:
     """CO3 (+ CO4 for finals): a PATCH to a final upload answers 403 final_upload and
     changes nothing; HEAD of the final echoes its Upload-Concat."""

@@ -216,6 +216,8 @@ async def _set_length(request: web.Request, session: UploadSession, length: int)
 async def _patch_completed(request: web.Request, upload_id: str, claimed: int) -> web.Response:
     """A PATCH to an upload that is a complete file already (a client retrying its last one)."""
     record = await request.app[STORAGE].get(upload_id)
+    if record.upload_concat:
+        raise FinalUpload("this is a final (concatenated) upload; it takes no PATCH")
     if claimed != record.size:
         raise OffsetMismatch(f"the upload is complete at offset {record.size}",
                              headers={"Upload-Offset": str(record.size)})
@@ -237,6 +239,8 @@ async def head(request: web.Request) -> web.StreamResponse:
         headers.update({"Upload-Offset": str(record.size), "Upload-Length": str(record.size)})
         if record.fields:
             headers["Upload-Metadata"] = format_metadata(record.fields)
+        if record.upload_concat:
+            headers["Upload-Concat"] = record.upload_concat
         return web.Response(status=200, headers=headers)
     headers["Upload-Offset"] = str(offset)
     if info.length is None:

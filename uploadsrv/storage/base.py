@@ -41,6 +41,8 @@ class FileRecord:
     mime: str
     created_at: str
     fields: Mapping[str, str] = field(default_factory=dict)
+    # A tus final upload's Upload-Concat ("final;/files/a /files/b"); only then in the JSON.
+    upload_concat: str = ""
 
     @property
     def url(self) -> str:
@@ -50,6 +52,8 @@ class FileRecord:
         data = asdict(self)
         data["fields"] = dict(self.fields)
         data["url"] = self.url
+        if not self.upload_concat:
+            del data["upload_concat"]
         return data
 
     @classmethod
@@ -58,6 +62,7 @@ class FileRecord:
             id=str(data["id"]), filename=str(data["filename"]), size=int(data["size"]),
             sha256=str(data["sha256"]), type=str(data["type"]), mime=str(data["mime"]),
             created_at=str(data["created_at"]), fields=dict(data.get("fields") or {}),
+            upload_concat=str(data.get("upload_concat") or ""),
         )
 
 

@@ -144,6 +144,8 @@ class UploadSession:
             id=self.info.id, filename=filename, size=result.size, sha256=result.sha256,
             type=result.media.name, mime=result.media.mime, created_at=created_at or utc_now(),
             fields=dict(fields),
+            upload_concat="final;" + " ".join(f"/files/{p}" for p in self.info.partials)
+            if self.info.concat == "final" else "",
         )
         await self._ingest.close()
         await self._services.storage.commit(self.info.id, record)
