@@ -110,3 +110,30 @@ def test_kill_9_mid_patch_keeps_every_acknowledged_byte(tmp_path: Path, mp3: byt
 @pytest.mark.slow
 def test_kill_9_fifty_times_at_random_points(tmp_path: Path, mp3: bytes) -> None:
     crash_and_resume(tmp_path, mp3, kills=50, size=400 << 20)
+
+
+def test_a_dropped_patch_keeps_every_byte_that_arrived(tmp_path: Path, mp3: bytes) -> None:
+    """The client sends part of a PATCH body and vanishes: every byte that reached the
+    server, those still unread in its buffers included, is stored and reported by HEAD."""
+    import socket
+
+    from support import poll, request_head
+
+    config = tmp_path / "config.toml"
+    config.write_text('[storage]\ndir = "files"\ntmp_dir = "tmp"\nmin_free_space = 0\n')
+    server = start(config, tmp_path)
+    try:
+        data = mp3 + os.urandom(32 << 20)
+        created = request(server, "POST", "/files", {**TUS, "Upload-Length": str(len(data))})
+        path = urlsplit(created.headers["Location"]).path
+        for sent in (5 << 20, (9 << 20) + 12345):
+            offset = int(request(server, "HEAD", path, TUS).headers["Upload-Offset"])
+            with socket.create_connection(("127.0.0.1", server.port)) as stream:
+                stream.sendall(request_head("PATCH", path, {
+                    **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(len(data) - offset)}) + data[offset : offset + sent])
+            poll(lambda: not any((tmp_path / "tmp" / "locks").glob("*.lock")))
+            assert int(request(server, "HEAD", path, TUS).headers["Upload-Offset"]) == offset + sent
+    finally:
+        server.process.kill()
+        server.process.wait()

@@ -35,6 +35,8 @@ class BodyReader:
         self._waiting_since = 0.0
         self._timed_out = False
         self._superseded = False
+        self._content = content
+        self._lost: ConnectionResetError | None = None
         self.received = 0
 
     async def __aenter__(self) -> BodyReader:
@@ -47,6 +49,8 @@ class BodyReader:
 
     async def read(self) -> bytes | None:
         """The next chunk, or None once the body has ended."""
+        if self._lost is not None:
+            raise self._lost
         # Silence is measured from when we asked for data, so time spent waiting on the
         # disk (backpressure of our own) never counts against the client.
         self._waiting_since = self._loop.time()
@@ -57,6 +61,13 @@ class BodyReader:
             chunk = await self._chunks.__anext__()
         except StopAsyncIteration:
             return None
+        except ConnectionResetError as lost:
+            # aiohttp fails every read once the connection is gone, even with bytes that
+            # arrived still unread in its buffer; those count as received (tus keeps them).
+            chunk = _unread(self._content)
+            if not chunk:
+                raise
+            self._lost = lost
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if (self._timed_out or self._superseded) and task is not None and task.uncancel() == 0:
@@ -95,3 +106,11 @@ class BodyReader:
             self._waiting.cancel()
         else:
             self._watchdog = self._loop.call_at(deadline, self._check_idle)
+
+
+def _unread(content: StreamReader) -> bytes:
+    """What sits in the reader's buffer, unread (private attributes: empty if they change)."""
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return b""
+    return b"".join(buffer)[getattr(content, "_buffer_offset", 0):]

@@ -32,6 +32,9 @@ from ..ids import check_id
 
 # How long a newcomer waits for a stale holder to let go.
 TAKEOVER_WAIT = 5.0
+# Holders that receive no body (a HEAD, a DELETE, a request finishing) let go within
+# moments: a newcomer waits this long before it judges the holder live or silent.
+BRIEF_HOLD = 0.3
 POLL_INTERVAL = 0.05
 
 
@@ -148,7 +151,9 @@ class UploadLocks:
     async def acquire(self, upload_id: str) -> UploadLock:
         """The lock for a request. A live holder (its file touched within two heartbeats)
         means 423 at once; a silent one is waited on until it is stale, then asked to stop."""
-        lock = await self.try_acquire(upload_id)
+        deadline = time.monotonic() + BRIEF_HOLD
+        while (lock := await self.try_acquire(upload_id)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_INTERVAL)
         if lock is not None:
             return lock
         silence = await self._holder_silence(upload_id)
