@@ -8,12 +8,13 @@ route's handler, through `guarded()`, for clients that send no Expect.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from .appkeys import ACTIVE_UPLOADS, CONFIG, STORAGE
+from .appkeys import ACTIVE_UPLOADS, CONFIG, OUTCOMES, STORAGE
 from .auth import check_token
 from .capacity import check_free_space
 from .config import Config
@@ -28,6 +29,7 @@ class RoutePolicy:
     """What one upload route checks before it reads a body."""
 
     # Body Content-Types the route takes (415 otherwise), with what to say instead.
+    kind: str  # "multipart" or "tus", for metrics and logs
     content_types: tuple[str, ...]
     content_type_hint: str
     # The largest acceptable declared size: a Content-Length, or what `declared` returns.
@@ -76,12 +78,23 @@ def guarded(policy: RoutePolicy, handler: Handler) -> Handler:
     """The handler behind its policy, holding an upload slot while it runs."""
 
     async def run(request: web.Request) -> web.StreamResponse:
-        if not request.get(ADMITTED):
-            await admit(request, policy)
-        if not policy.takes_slot(request):
-            return await handler(request)
-        with request.app[ACTIVE_UPLOADS].admit():
-            return await handler(request)
+        outcomes = request.app[OUTCOMES]
+        outcomes.request_started(policy.kind)
+        try:
+            if not request.get(ADMITTED):
+                await admit(request, policy)
+            if not policy.takes_slot(request):
+                return await handler(request)
+            with request.app[ACTIVE_UPLOADS].admit():
+                return await handler(request)
+        except UploadError as error:
+            outcomes.refused(policy.kind, error.code, error.status, request.match_info.get("file_id"))
+            raise
+        except (ConnectionError, asyncio.CancelledError):
+            outcomes.refused(policy.kind, "client_aborted", 499, request.match_info.get("file_id"))
+            raise
+        finally:
+            outcomes.request_ended(policy.kind, request.content.total_bytes)
 
     return run
 
@@ -98,6 +111,7 @@ def expect_handler(policy: RoutePolicy) -> Callable[[web.Request], Awaitable[web
         try:
             await admit(request, policy)
         except UploadError as error:
+            request.app[OUTCOMES].refused(policy.kind, error.code, error.status, request.match_info.get("file_id"))
             return await refuse(request, error_response(error))
         request[ADMITTED] = True
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

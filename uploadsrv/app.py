@@ -9,12 +9,14 @@ from aiohttp import web
 
 from . import page
 from .admission import expect_handler, guarded
-from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, HOOKS, LOCKS, PAGE, STORAGE, UPLOADS
+from .appkeys import ACTIVE_UPLOADS, CONFIG, HASH_EXECUTOR, HOOKS, LOCKS, METRICS, OUTCOMES, PAGE, STORAGE, UPLOADS
 from .capacity import ActiveUploads
 from .cleanup import cleanup_context
 from .config import Config
 from .cross_origin import add_response_headers, cors_middleware
-from .handlers import files, oneshot, tus
+from .handlers import files, metrics, oneshot, tus
+from .metrics import Metrics
+from .outcomes import Outcomes
 from .middlewares import auth_middleware, error_middleware
 from .storage import FilesystemStorage
 from .uploads.hooks import CompletionHooks, hooks_context
@@ -32,7 +34,9 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ACTIVE_UPLOADS] = ActiveUploads(config.limits.max_concurrent_uploads)
     app[PAGE] = page.load_page()
-    app[HOOKS] = CompletionHooks(config.hooks)
+    app[METRICS] = Metrics()
+    app[HOOKS] = CompletionHooks(config.hooks, on_attempt=app[METRICS].hook_attempt)
+    app[OUTCOMES] = Outcomes(app[METRICS], app[HOOKS])
     app.on_response_prepare.append(add_response_headers)
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(cleanup_context)
@@ -54,7 +58,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     app[UPLOADS] = UploadServices(
         storage=storage, locks=locks, hash_executor=hashing, max_size=config.limits.max_file_size,
         allowed=config.types.allowed, expiry=config.cleanup.partial_expiry,
-        on_commit=app[HOOKS].file_committed,
+        on_start=app[OUTCOMES].started, on_commit=app[OUTCOMES].committed,
     )
     yield
     hashing.shutdown(wait=True)
@@ -66,6 +70,7 @@ def _add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/", page.index)
     router.add_get("/health", files.health)
+    router.add_get("/metrics", metrics.metrics_page)
     for path, handler, policy in (("/upload", oneshot.upload, oneshot.SINGLE),
                                   ("/upload-multiple", oneshot.upload_multiple, oneshot.MULTIPLE)):
         router.add_post(path, guarded(policy, handler), expect_handler=expect_handler(policy))

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from .capacity import ActiveUploads
 from .config import Config
+from .metrics import Metrics
+from .outcomes import Outcomes
 from .storage import Storage
 from .uploads.hooks import CompletionHooks
 from .uploads.locks import UploadLocks
@@ -26,5 +28,7 @@ HASH_EXECUTOR = web.AppKey("hash_executor", ThreadPoolExecutor)
 LOCKS = web.AppKey("locks", UploadLocks)
 UPLOADS = web.AppKey("uploads", UploadServices)
 HOOKS = web.AppKey("hooks", CompletionHooks)
+METRICS = web.AppKey("metrics", Metrics)
+OUTCOMES = web.AppKey("outcomes", Outcomes)
 CLEANUP_TASK = web.AppKey("cleanup_task", asyncio.Task)
 PAGE = web.AppKey("page", bytes)

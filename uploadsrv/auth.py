@@ -1,5 +1,6 @@
-"""Bearer-token check for `/upload*` and `/files*`, shared by the middleware and the
-`Expect: 100-continue` handler (which runs before middlewares)."""
+"""Bearer-token check for `/upload*`, `/files*` and `/metrics`, shared by the middleware,
+the `Expect: 100-continue` handlers (which run before middlewares) and the metrics page
+(which also takes `metrics.token`)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,14 @@ def bearer_token(request: web.BaseRequest) -> str | None:
 
 
 def check_token(request: web.BaseRequest, tokens: Collection[str]) -> None:
-    """Raise 401 unless the request carries `Authorization: Bearer <one of tokens>`."""
-    if not needs_token(request.path, tokens):
+    """For the protected paths: raise 401 unless the request carries one of `tokens`."""
+    if needs_token(request.path, tokens):
+        require_token(request, tokens)
+
+
+def require_token(request: web.BaseRequest, tokens: Collection[str]) -> None:
+    """Raise 401 unless `tokens` is empty or the request carries `Authorization: Bearer <one of them>`."""
+    if not tokens:
         return
     given = bearer_token(request)
     if given is None:

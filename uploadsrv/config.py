@@ -84,6 +84,11 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class CorsConfig:
     origins: tuple[str, ...] = ()
 
@@ -98,6 +103,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _SIZE_UNITS = {
@@ -239,11 +245,12 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
     "cors": {"origins": _origins},
     "hooks": {"command": _optional_text, "url": _base_url, "timeout": _positive(parse_duration),
               "retries": _count},
+    "metrics": {"token": _optional_text},
 }
 _SECTIONS = {
     "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
     "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig, "cors": CorsConfig,
-    "hooks": HooksConfig,
+    "hooks": HooksConfig, "metrics": MetricsConfig,
 }
 
 

@@ -26,8 +26,8 @@ MULTIPLE_FILE_FIELDS = ("files", "file")
 
 _FORM = ("multipart/form-data",)
 _HINT = "multipart/form-data (a form with a 'file' part)"
-SINGLE = RoutePolicy(_FORM, _HINT, lambda config: multipart_body_limit(config.limits, 1))
-MULTIPLE = RoutePolicy(_FORM, _HINT, lambda config: multipart_body_limit(
+SINGLE = RoutePolicy("multipart", _FORM, _HINT, lambda config: multipart_body_limit(config.limits, 1))
+MULTIPLE = RoutePolicy("multipart", _FORM, _HINT, lambda config: multipart_body_limit(
     config.limits, config.limits.max_files_per_request))
 
 
@@ -111,6 +111,6 @@ async def _commit_all(request: web.Request, files: _Files, fields: dict[str, str
         for record in committed:
             await request.app[STORAGE].delete(record.id)
         raise
-    for record in committed:
-        request.app[UPLOADS].on_commit(record)
+    for session, _, _ in files.finished:
+        session.announce()
     return committed

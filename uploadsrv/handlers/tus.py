@@ -47,9 +47,9 @@ def _declared_length(request: web.BaseRequest) -> int | None:
         return request.content_length
 
 
-CREATE = RoutePolicy((OFFSET_STREAM,), f"{OFFSET_STREAM} (or no body)", lambda config: config.limits.max_file_size,
+CREATE = RoutePolicy("tus", (OFFSET_STREAM,), f"{OFFSET_STREAM} (or no body)", lambda config: config.limits.max_file_size,
                      declared=_declared_length, head_rules=_version_rule, takes_slot=_has_body, body_optional=True)
-PATCH = RoutePolicy((OFFSET_STREAM,), OFFSET_STREAM, lambda config: config.limits.max_file_size,
+PATCH = RoutePolicy("tus", (OFFSET_STREAM,), OFFSET_STREAM, lambda config: config.limits.max_file_size,
                     head_rules=_version_rule)
 
 

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -44,8 +44,11 @@ class HookCounts:
 class CompletionHooks:
     """The configured hooks and their delivery queue."""
 
-    def __init__(self, config: HooksConfig) -> None:
+    def __init__(self, config: HooksConfig,
+                 on_attempt: Callable[[str, bool], None] = lambda hook, delivered: None) -> None:
+        """`on_attempt(hook, delivered)` is told of every attempt (metrics)."""
         self._config = config
+        self._on_attempt = on_attempt
         self._command = shlex.split(config.command) if config.command else []
         self._queue: asyncio.Queue[FileRecord] = asyncio.Queue(QUEUE_LIMIT)
         self.counts = HookCounts()
@@ -85,9 +88,11 @@ class CompletionHooks:
                 try:
                     await deliver(body)
                     self.counts.delivered += 1
+                    self._on_attempt(name, True)
                     break
                 except HookFailed as failure:
                     self.counts.failed_attempts += 1
+                    self._on_attempt(name, False)
                     if attempt > self._config.retries:
                         self.counts.given_up += 1
                         log.error("hooks: %s hook for file %s failed %d times, giving up: %s",

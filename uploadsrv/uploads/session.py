@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -45,15 +46,29 @@ class UploadServices:
     max_size: int
     allowed: Collection[str]
     expiry: float  # an unfinished upload idle this long is gone
-    # Told of every committed file (the completion hooks); never waits.
-    on_commit: Callable[[FileRecord], None] = lambda record: None
+    # Told of every upload started and every file committed (metrics, completion
+    # hooks, logs); they never wait.
+    on_start: Callable[[UploadInfo], None] = lambda info: None
+    on_commit: Callable[[Committed], None] = lambda committed: None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A file just committed, with what its announcement needs."""
+
+    record: FileRecord
+    kind: str
+    seconds: float  # from the upload's start to its commit
 
 
 class UploadSession:
     """A locked upload being written by one request."""
 
-    def __init__(self, services: UploadServices, info: UploadInfo, lock: UploadLock, ingest: Ingest) -> None:
+    def __init__(self, services: UploadServices, info: UploadInfo, lock: UploadLock, ingest: Ingest,
+                 started: float) -> None:
         self._services = services
+        self._started = started
+        self.record: FileRecord | None = None
         self.info = info
         self.lock = lock
         self._ingest = ingest
@@ -74,7 +89,8 @@ class UploadSession:
             raise
         ingest = Ingest(writer, services.hash_executor, max_size=services.max_size, allowed=services.allowed,
                         checked=info.concat != "partial")
-        return cls(services, info, lock, ingest)
+        services.on_start(info)
+        return cls(services, info, lock, ingest, time.time())
 
     @classmethod
     async def resume(cls, services: UploadServices, upload_id: str, *, owner: str) -> UploadSession:
@@ -97,7 +113,7 @@ class UploadSession:
             raise
         ingest = Ingest(writer, services.hash_executor, max_size=services.max_size, allowed=services.allowed,
                         stored=offset, hasher=hasher, media=media, head=head, checked=checked)
-        return cls(services, info, lock, ingest)
+        return cls(services, info, lock, ingest, _timestamp(info.created_at))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -150,9 +166,15 @@ class UploadSession:
         await self._ingest.close()
         await self._services.storage.commit(self.info.id, record)
         self.committed = True
+        self.record = record
         if announce:
-            self._services.on_commit(record)
+            self.announce()
         return record
+
+    def announce(self) -> None:
+        """Tell `on_commit` of the committed file."""
+        assert self.record is not None
+        self._services.on_commit(Committed(self.record, self.info.kind, time.time() - self._started))
 
     async def discard_since(self, offset: int) -> None:
         """Drop what this request wrote after `offset` (a checksum mismatch); the session
@@ -173,6 +195,13 @@ class UploadSession:
                 await asyncio.shield(self._services.storage.terminate(self.info.id))
         finally:
             await self.lock.release()
+
+
+def _timestamp(created_at: str) -> float:
+    try:
+        return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return time.time()
 
 
 async def inspect_upload(services: UploadServices, upload_id: str, *, owner: str) -> tuple[UploadInfo, int]:
