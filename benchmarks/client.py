@@ -1,23 +1,25 @@
-"""The upload clients: curl for one-shot uploads, a small tus client for PATCH uploads.
+"""The upload clients: curl for one-shot uploads, tus_client.py for tus uploads.
 
 Owns building the curl command lines (multipart `-F` for multipart servers, `-T` for the
-raw peer), starting them, and reading back status, time_total and size_upload. The tus
-client sends each PATCH with sendfile() over one keep-alive connection. Every call has a
-time limit. Does not start servers or measure them.
+raw peers), starting them, and reading back status, time_total and size_upload; starting
+tus_client.py as a process of its own (so that it is a client like curl, not a thread
+sharing the benchmark's interpreter with the /health prober) and reading its JSON; and
+finding where a server takes tus uploads. Both kinds of client inherit the benchmark
+process's CPU affinity (see pinning.py). Every call has a time limit. Does not start
+servers or measure them.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import subprocess
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 WRITE_OUT = "%{http_code} %{time_total} %{size_upload}"
+TUS_CLIENT = Path(__file__).resolve().parent / "tus_client.py"
 
 
 @dataclass
@@ -81,6 +83,41 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+class TusUpload:
+    """One tus_client.py process; start it, then wait() for its result.
+
+    `seconds` is the client's own time from the creation request to the last PATCH's
+    answer (interpreter start-up excluded); `body` is the server's file record.
+    """
+
+    def __init__(self, port: int, creation_path: str, source: Path, patch_size: int,
+                 max_seconds: float) -> None:
+        self.command = [sys.executable, str(TUS_CLIENT), "--port", str(port),
+                        "--path", creation_path, "--source", str(source),
+                        "--patch-size", str(patch_size), "--max-seconds", f"{max_seconds:.0f}"]
+        self.max_seconds = max_seconds
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> "TusUpload":
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        return self
+
+    def wait(self) -> UploadResult:
+        assert self.process is not None, "start() first"
+        try:
+            out, err = self.process.communicate(timeout=self.max_seconds + 20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+        try:
+            found = json.loads(out)
+            return UploadResult(int(found["status"]), float(found["seconds"]),
+                                int(found["bytes_sent"]), found["body"], found["error"])
+        except (ValueError, KeyError, TypeError):
+            return UploadResult(0, 0.0, 0, None, f"tus client failed: {err.strip()[-300:]}")
+
+
 def upload_once(url: str, source: Path, body: str, response_path: Path,
                 expect_100: bool = False, max_seconds: float = 600) -> UploadResult:
     return CurlUpload(url, source, body, response_path, expect_100, max_seconds).start().wait()
@@ -101,54 +138,3 @@ def tus_creation_path(port: int) -> str | None:
         finally:
             connection.close()
     return None
-
-
-def tus_upload(port: int, creation_path: str, source: Path, patch_size: int,
-               max_seconds: float) -> UploadResult:
-    """Create a tus upload of the whole file, then PATCH it in patch_size pieces."""
-    size = source.stat().st_size
-    deadline = time.monotonic() + max_seconds
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=max_seconds)
-    started = time.perf_counter()
-    sent = 0
-    try:
-        name = base64.b64encode(b"x.mp3").decode()
-        connection.request("POST", creation_path, headers={
-            "Tus-Resumable": "1.0.0", "Upload-Length": str(size),
-            "Upload-Metadata": f"filename {name}", "Content-Length": "0"})
-        response = connection.getresponse()
-        response.read()
-        location = response.getheader("Location")
-        if response.status != 201 or not location:
-            return UploadResult(response.status, time.perf_counter() - started, 0, None,
-                                "creation refused")
-        path = urlsplit(location).path
-        offset, status = 0, 201
-        with source.open("rb") as data:
-            while offset < size and time.monotonic() < deadline:
-                count = min(patch_size, size - offset)
-                connection.putrequest("PATCH", path, skip_accept_encoding=True)
-                for header, value in (("Tus-Resumable", "1.0.0"),
-                                      ("Content-Type", "application/offset+octet-stream"),
-                                      ("Upload-Offset", str(offset)),
-                                      ("Content-Length", str(count))):
-                    connection.putheader(header, value)
-                connection.endheaders()
-                assert connection.sock is not None
-                # sendfile: the kernel copies from the page cache, the client costs ~nothing.
-                sent += connection.sock.sendfile(data, offset, count)
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-                new_offset = response.getheader("Upload-Offset")
-                if status != 204 or new_offset is None or int(new_offset) != offset + count:
-                    return UploadResult(status, time.perf_counter() - started, sent, None,
-                                        f"PATCH at {offset} answered {status}, offset {new_offset}")
-                offset += count
-        seconds = time.perf_counter() - started
-        error = "" if offset == size else "time limit reached"
-        return UploadResult(status, seconds, sent, {"url": path}, error)
-    except (OSError, http.client.HTTPException) as problem:
-        return UploadResult(0, time.perf_counter() - started, sent, None, repr(problem))
-    finally:
-        connection.close()

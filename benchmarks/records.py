@@ -13,8 +13,8 @@ from cases import Case
 
 @dataclass
 class RunRecord:
-    """One measured upload (or group of concurrent uploads) to one server."""
-    server: str
+    """One measured upload (or group of concurrent uploads) of one row of a case."""
+    row: str  # cases.Row.key: a server, or "uploadsrv_tus" for uploadsrv's tus upload
     round: int
     payload_bytes: int
     seconds: float = 0.0
@@ -53,9 +53,9 @@ class RefusalRecord:
 class CaseResult:
     """Everything one case produced, ready for report.py."""
     case: Case
-    servers: list[str]
+    servers: list[str]  # the row keys (cases.Row.key), in table order
     runs: list[RunRecord] = field(default_factory=list)
     refusals: list[RefusalRecord] = field(default_factory=list)
     skipped: str = ""  # why the whole case did not run
-    unavailable: dict[str, str] = field(default_factory=dict)  # server key -> why
+    unavailable: dict[str, str] = field(default_factory=dict)  # row key -> why
     notes: list[str] = field(default_factory=list)

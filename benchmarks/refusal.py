@@ -37,7 +37,7 @@ def run_refusal(bench: Bench, case: Case, runs: int) -> CaseResult:
     small: RunningServer | None = None
     if UPLOADSRV.key in bench.servers:
         try:
-            small = start_uploadsrv(bench.root, max_file_size=REFUSAL_LIMIT,
+            small = start_uploadsrv(bench.root, bench.options, max_file_size=REFUSAL_LIMIT,
                                     name="uploadsrv-small-limit")
             plan.append((small, "over-size Content-Length", media))
             result.notes.append(f"over-size: a second uploadsrv with max_file_size = "

@@ -1,12 +1,15 @@
-"""Running the cases: one measured upload at a time, servers in alternating order.
+"""Running the cases: one measured upload at a time, rows in alternating order.
 
 Owns the measured run (reset the RSS high-water mark, read CPU, start the /health
 prober, upload, read CPU and peak RSS, check every stored file's SHA-256 against the
-source, delete it, sync the disk) and the loop of rounds around it. The 2-core machine
-is shared with curl, so only one server is ever uploading; the order of the servers is
-reversed every other round so that drift (page cache, disk writeback, thermal) falls on
-all of them alike. Produces records; report.py turns them into tables. The early
-refusal case has its own loop in refusal.py.
+source and against the server's own record, delete it, sync the disk) and the loop of
+rounds around it. A row is a server uploaded one way (cases.Row): the tus case has
+uploadsrv twice, one-shot and tus, interleaved like any two servers. The 2-core machine
+is shared with the clients, so only one row is ever uploading; the order is reversed
+every other round so that drift (page cache, disk writeback, thermal) falls on all rows
+alike. Also records the CPUs every server thread was allowed on (pinning.tree_cpus).
+Produces records; report.py turns them into tables. The early refusal case has its own
+loop in refusal.py.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from pathlib import Path
 
 import client
 import sources
-from cases import GiB, MiB, WARMUP_SIZE, Case
+from cases import GiB, MiB, WARMUP_SIZE, Case, Row, rows_for
 from measure import HealthProber, PeakRss, cpu_seconds, process_tree, rss_bytes
+from pinning import tree_cpus
 from records import CaseResult, RunRecord
-from servers import (AIOHTTP_RAW, ALL_SERVERS, UPLOADSRV, RunningServer, ServerSpec,
-                     ServerUnavailable, start)
+from servers import (LaunchOptions, RunningServer, ServerSpec, ServerUnavailable, UPLOADSRV,
+                     start)
 
 SLOWEST_EXPECTED = 20e6  # bytes/s; sets each upload's time limit
 MARGIN = GiB  # free space kept beyond what a case writes, plus uploadsrv's min_free_space
@@ -34,20 +38,24 @@ def upload_time_limit(total_bytes: int) -> float:
 class Bench:
     """The running servers, their idle memory, and the cache of source files."""
 
-    def __init__(self, root: Path, cache: Path, scratch: Path) -> None:
+    def __init__(self, root: Path, cache: Path, scratch: Path,
+                 options: LaunchOptions = LaunchOptions()) -> None:
         self.root = root
         self.cache = cache
         self.scratch = scratch  # curl response bodies
+        self.options = options
         self.servers: dict[str, RunningServer] = {}
         self.unavailable: dict[str, str] = {}
         self.idle_rss: dict[str, int] = {}
         self.peak: dict[str, PeakRss] = {}
+        self.cpus_seen: dict[str, frozenset[int]] = {}  # server key -> CPUs its threads had
+        self.processes_seen: dict[str, int] = {}  # server key -> most processes in its tree
 
     def start_all(self, specs: tuple[ServerSpec, ...]) -> None:
         warmup = sources.media_source(self.cache, WARMUP_SIZE)
         for spec in specs:
             try:
-                server = start(spec, self.root)
+                server = start(spec, self.root, self.options)
             except ServerUnavailable as problem:
                 self.unavailable[spec.key] = f"not available: {problem}"
                 print(f"bench: {spec.label} not available: {problem}", flush=True)
@@ -62,17 +70,23 @@ class Bench:
                 print(f"bench: warm-up upload to {spec.label} answered {result.status} "
                       f"{result.body or result.error}", flush=True)
             time.sleep(0.5)
-            self.idle_rss[spec.key] = rss_bytes(process_tree(server.pid))
-            print(f"bench: {spec.label} up on port {server.port}, idle RSS "
-                  f"{self.idle_rss[spec.key] / MiB:.1f} MiB ({self.peak[spec.key].method})",
-                  flush=True)
+            pids = process_tree(server.pid)
+            self.idle_rss[spec.key] = rss_bytes(pids)
+            self._note_cpus(spec.key, pids)
+            print(f"bench: {spec.label} up on port {server.port}, {len(pids)} process(es), "
+                  f"idle RSS {self.idle_rss[spec.key] / MiB:.1f} MiB "
+                  f"({self.peak[spec.key].method})", flush=True)
 
     def stop_all(self) -> None:
         for server in self.servers.values():
             server.stop()
 
+    def _note_cpus(self, key: str, pids: list[int]) -> None:
+        self.cpus_seen[key] = self.cpus_seen.get(key, frozenset()) | tree_cpus(pids)
+        self.processes_seen[key] = max(self.processes_seen.get(key, 0), len(pids))
+
     def upload(self, server: RunningServer, source: sources.SourceFile, expect_100: bool,
-                tag: str = "0") -> client.UploadResult:
+               tag: str = "0") -> client.UploadResult:
         response = self.scratch / f"{server.spec.key}-{tag}.json"
         return client.upload_once(server.url("/upload"), source.path, server.spec.body,
                                   response, expect_100=expect_100,
@@ -80,40 +94,45 @@ class Bench:
 
     # --- one measured run -------------------------------------------------------------
 
-    def measured_run(self, case: Case, key: str, round_number: int,
-                     source: sources.SourceFile, tus_path: str | None = None) -> RunRecord:
-        server = self.servers[key]
+    def _start_uploads(self, case: Case, row: Row, server: RunningServer,
+                       source: sources.SourceFile, tus_path: str | None,
+                       limit: float) -> list[client.CurlUpload | client.TusUpload]:
+        if row.tus:
+            assert tus_path is not None
+            return [client.TusUpload(server.port, tus_path, source.path, case.patch_size,
+                                     limit).start()]
         count = case.count if case.kind == "concurrent" else 1
-        record = RunRecord(key, round_number, source.size * count)
+        uploads = [client.CurlUpload(server.url("/upload"), source.path, server.spec.body,
+                                     self.scratch / f"{row.key}-{index}.json",
+                                     expect_100=False, max_seconds=limit)
+                   for index in range(count)]
+        return [upload.start() for upload in uploads]
+
+    def measured_run(self, case: Case, row: Row, round_number: int,
+                     source: sources.SourceFile, tus_path: str | None = None) -> RunRecord:
+        server = self.servers[row.server]
+        count = case.count if case.kind == "concurrent" else 1
+        record = RunRecord(row.key, round_number, source.size * count)
         if server.process.poll() is not None:
             record.error = f"server exited with status {server.process.returncode}"
             return record
         limit = upload_time_limit(source.size * count)
-        peak = self.peak[key]
+        peak = self.peak[row.server]
         peak.reset()
         pids = process_tree(server.pid)
         cpu_before = cpu_seconds(pids)
         with HealthProber(server.port, max_seconds=limit + 10) as prober:
-            if tus_path is not None:
-                results = [client.tus_upload(server.port, tus_path, source.path,
-                                             case.patch_size, limit)]
-                record.seconds = results[0].seconds
-            else:
-                started = time.perf_counter()
-                uploads = [client.CurlUpload(server.url("/upload"), source.path,
-                                             server.spec.body,
-                                             self.scratch / f"{key}-{index}.json",
-                                             expect_100=False, max_seconds=limit)
-                           for index in range(count)]
-                for upload in uploads:
-                    upload.start()
-                results = [upload.wait() for upload in uploads]
-                # One upload: curl's own time_total. Several: wall time from the first
-                # start to the last answer, i.e. aggregate throughput.
-                record.seconds = (results[0].seconds if count == 1
-                                  else time.perf_counter() - started)
+            started = time.perf_counter()
+            uploads = self._start_uploads(case, row, server, source, tus_path, limit)
+            results = [upload.wait() for upload in uploads]
+            # One upload: the client's own time (curl's time_total, or the tus client's
+            # creation-to-last-PATCH). Several: wall time from the first start to the
+            # last answer, i.e. aggregate throughput.
+            record.seconds = (results[0].seconds if count == 1
+                              else time.perf_counter() - started)
         record.cpu_seconds = cpu_seconds(pids) - cpu_before
-        record.rss_growth = peak.peak() - self.idle_rss[key]
+        record.rss_growth = peak.peak() - self.idle_rss[row.server]
+        self._note_cpus(row.server, process_tree(server.pid))
         record.latencies_ms = prober.result.latencies_ms
         record.probe_failures = prober.result.failures
         failed = [r for r in results if not (200 <= r.status < 300) or r.error]
@@ -121,7 +140,8 @@ class Bench:
             first = failed[0]
             record.error = f"{len(failed)} of {len(results)} failed: status {first.status} " \
                            f"{first.error or first.body}"
-        record.integrity_ok, problem = self._check_stored(server, source, count, results)
+        record.integrity_ok, problem = self._check_stored(server, source, count, results,
+                                                          need_record=row.tus)
         if problem and not record.error:
             record.error = problem
         record.leftovers = len(server.leftovers())
@@ -131,7 +151,13 @@ class Bench:
         return record
 
     def _check_stored(self, server: RunningServer, source: sources.SourceFile, count: int,
-                      results: list[client.UploadResult]) -> tuple[bool, str]:
+                      results: list[client.UploadResult],
+                      need_record: bool) -> tuple[bool, str]:
+        """Every stored file against the source, and every record the server gave back.
+
+        `need_record`: the client fetched the server's file record (tus: GET
+        /files/<id>/info), so a missing sha256 there is a failure, not a peer without one.
+        """
         stored = server.stored_files()
         if len(stored) != count:
             return False, f"{len(stored)} stored files, expected {count}"
@@ -139,9 +165,14 @@ class Bench:
             if path.stat().st_size != source.size or sources.sha256_of(path) != source.sha256:
                 return False, f"stored file {path.name} differs from the source"
         for result in results:
-            claimed = (result.body or {}).get("sha256")
+            body = result.body or {}
+            claimed = body.get("sha256")
+            if claimed is None and need_record:
+                return False, "the server's file record has no sha256"
             if claimed is not None and claimed != source.sha256:
                 return False, "the server's reported sha256 differs from the source"
+            if need_record and body.get("size") != source.size:
+                return False, f"the server's file record says size {body.get('size')}"
         return True, ""
 
     # --- cases --------------------------------------------------------------------------
@@ -160,13 +191,12 @@ class Bench:
         return ""
 
     def run_case(self, case: Case, runs: int) -> CaseResult:
-        """A single, concurrent or tus case: `runs` rounds over its servers."""
-        if case.kind == "tus":
-            wanted = [AIOHTTP_RAW.key, UPLOADSRV.key]
-        else:
-            wanted = [spec.key for spec in ALL_SERVERS]
-        result = CaseResult(case, wanted, unavailable=self.unavailable_among(wanted))
-        result.skipped = self.disk_problem(case, wanted)
+        """A single, concurrent or tus case: `runs` rounds over its rows."""
+        rows = rows_for(case)
+        result = CaseResult(case, [row.key for row in rows])
+        result.unavailable = {row.key: self.unavailable[row.server] for row in rows
+                              if row.server in self.unavailable}
+        result.skipped = self.disk_problem(case, [row.server for row in rows])
         if result.skipped:
             print(f"bench: {case.title}: {result.skipped}", flush=True)
             return result
@@ -176,20 +206,20 @@ class Bench:
         # than during the first measured run.
         os.sync()
         tus_path = None
-        if case.kind == "tus" and UPLOADSRV.key in self.servers:
+        if any(row.tus for row in rows) and UPLOADSRV.key in self.servers:
             tus_path = client.tus_creation_path(self.servers[UPLOADSRV.key].port)
-            if tus_path is None:
-                result.unavailable[UPLOADSRV.key] = (
+        for row in rows:
+            if row.tus and row.key not in result.unavailable and tus_path is None:
+                result.unavailable[row.key] = (
                     "not available: OPTIONS /files answers no Tus-Version (tus not landed)")
-        active = [key for key in wanted if key not in result.unavailable]
+        active = [row for row in rows if row.key not in result.unavailable]
         for round_number in range(runs):
             order = active if round_number % 2 == 0 else active[::-1]
-            for key in order:
-                use_tus = tus_path if (case.kind == "tus" and key == UPLOADSRV.key) else None
-                record = self.measured_run(case, key, round_number, source, use_tus)
+            for row in order:
+                record = self.measured_run(case, row, round_number, source, tus_path)
                 result.runs.append(record)
                 status = "ok" if record.ok else f"FAILED: {record.error}"
-                print(f"bench: {case.key} round {round_number + 1}/{runs} {key}: "
+                print(f"bench: {case.key} round {round_number + 1}/{runs} {row.key}: "
                       f"{record.mbps:.0f} MB/s {status}", flush=True)
         return result
 

@@ -1,8 +1,9 @@
 """Starting and stopping the servers under test, each on its own loopback port.
 
-Owns the list of servers (three peers from benchmarks/peers/ and uploadsrv started by
-its CLI), their working folders and uploadsrv's config.toml, waiting until /health
-answers, and stopping them. Knows where each server stores a finished upload so the
+Owns the list of servers (four peers from benchmarks/peers/ and uploadsrv started by
+its CLI), their working folders and uploadsrv's config.toml (with `server.workers` only
+when --uploadsrv-workers is given), starting each under the pinning prefix, waiting
+until /health answers, and stopping them. Knows where each server stores a finished upload so the
 harness can check and delete it. Does not measure anything.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from environment import BENCH_DIR, UPLOADSRV_BIN, uploadsrv_install_problem
+from pinning import Pinning
 
 PEERS_DIR = BENCH_DIR / "peers"
 START_TIMEOUT = 30.0
@@ -34,10 +36,18 @@ class ServerSpec:
 
 
 AIOHTTP_RAW = ServerSpec("aiohttp_raw", "aiohttp raw", "raw")
+AIOHTTP_RAW_FSYNC = ServerSpec("aiohttp_raw_fsync", "aiohttp raw + fsync", "raw")
 SEED_PATTERN = ServerSpec("seed_pattern", "seed pattern", "multipart")
 FASTAPI_DEFAULT = ServerSpec("fastapi_default", "FastAPI default", "multipart")
 UPLOADSRV = ServerSpec("uploadsrv", "uploadsrv", "multipart")
-ALL_SERVERS = (AIOHTTP_RAW, SEED_PATTERN, FASTAPI_DEFAULT, UPLOADSRV)
+ALL_SERVERS = (AIOHTTP_RAW, AIOHTTP_RAW_FSYNC, SEED_PATTERN, FASTAPI_DEFAULT, UPLOADSRV)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How every server is started: its CPUs, and uploadsrv's worker count if given."""
+    pinning: Pinning = Pinning()
+    uploadsrv_workers: int | None = None
 
 
 @dataclass
@@ -130,7 +140,7 @@ def _launch(spec: ServerSpec, argv: list[str], port: int, workdir: Path, files_d
     raise ServerUnavailable(f"/health did not answer 200 within {START_TIMEOUT:.0f} s")
 
 
-def start_peer(spec: ServerSpec, root: Path) -> RunningServer:
+def start_peer(spec: ServerSpec, root: Path, options: LaunchOptions) -> RunningServer:
     """Start one of benchmarks/peers/<key>.py with the venv's python."""
     workdir = root / spec.key
     files_dir, spool_dir = workdir / "files", workdir / "spool"
@@ -139,18 +149,21 @@ def start_peer(spec: ServerSpec, root: Path) -> RunningServer:
     port = free_port()
     # FastAPI spools uploads to $TMPDIR; point it at a folder we watch and clear.
     env = {**os.environ, "TMPDIR": str(spool_dir)}
-    argv = [sys.executable, str(PEERS_DIR / f"{spec.key}.py"),
-            "--port", str(port), "--dir", str(files_dir)]
+    argv = [*options.pinning.server_prefix(), sys.executable,
+            str(PEERS_DIR / f"{spec.key}.py"), "--port", str(port), "--dir", str(files_dir)]
     return _launch(spec, argv, port, workdir, files_dir, (spool_dir,), env)
 
 
-def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str) -> Path:
+def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str,
+                           workers: int | None = None) -> Path:
     files_dir, tmp_dir = workdir / "files", workdir / "tmp"
     allowed = ", ".join(f'"{name}"' for name in ALLOWED_TYPES)
     config = workdir / "config.toml"
+    # server.workers only when asked: an uploadsrv without that key refuses it.
+    workers_line = f"workers = {workers}\n" if workers is not None else ""
     config.write_text(
         "[server]\n"
-        f'host = "127.0.0.1"\nport = {port}\n\n'
+        f'host = "127.0.0.1"\nport = {port}\n{workers_line}\n'
         "[storage]\n"
         f'dir = "{files_dir}"\ntmp_dir = "{tmp_dir}"\nmin_free_space = "1GiB"\n\n'
         "[limits]\n"
@@ -161,7 +174,8 @@ def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str) -> Path
     return config
 
 
-def start_uploadsrv(root: Path, max_file_size: str = "5GiB", name: str = "uploadsrv") -> RunningServer:
+def start_uploadsrv(root: Path, options: LaunchOptions, max_file_size: str = "5GiB",
+                    name: str = "uploadsrv") -> RunningServer:
     """Start uploadsrv by its CLI with a config of its own; raises ServerUnavailable."""
     problem = uploadsrv_install_problem()
     if problem:
@@ -171,12 +185,12 @@ def start_uploadsrv(root: Path, max_file_size: str = "5GiB", name: str = "upload
     for folder in (files_dir, tmp_dir):
         folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = write_uploadsrv_config(workdir, port, max_file_size)
-    argv = [str(UPLOADSRV_BIN), "--config", str(config)]
+    config = write_uploadsrv_config(workdir, port, max_file_size, options.uploadsrv_workers)
+    argv = [*options.pinning.server_prefix(), str(UPLOADSRV_BIN), "--config", str(config)]
     return _launch(UPLOADSRV, argv, port, workdir, files_dir, (tmp_dir,))
 
 
-def start(spec: ServerSpec, root: Path) -> RunningServer:
+def start(spec: ServerSpec, root: Path, options: LaunchOptions) -> RunningServer:
     if spec is UPLOADSRV:
-        return start_uploadsrv(root)
-    return start_peer(spec, root)
+        return start_uploadsrv(root, options)
+    return start_peer(spec, root, options)
