@@ -160,6 +160,16 @@ async def _concatenate(request: web.Request, session: UploadSession) -> None:
         await session.terminate()
         raise
     await _complete_if_done(session, session.offset)
+    # tus lets a server remove partial uploads once concatenated: a parallel upload
+    # would otherwise hold twice its size on disk until the partials expire.
+    locks = request.app[UPLOADS].locks
+    for partial_id in dict.fromkeys(session.info.partials):
+        lock = await locks.try_acquire(partial_id)
+        if lock is not None:
+            try:
+                await storage.terminate(partial_id)
+            finally:
+                await lock.release()
 
 
 async def _complete_if_done(session: UploadSession, offset: int) -> FileRecord | None:

@@ -114,7 +114,13 @@ class FilesystemStorage:
         return self._dir / f"{check_id(record.id)}.{record.type}"
 
     async def _write_json(self, data: dict[str, Any], temp: Path, final: Path) -> None:
-        """Write a small JSON file so that `final` is either the old or the new one, durably."""
+        """Write a small JSON file so that `final` is either the old or the new one, durably.
+
+        A task of its own, shielded: a request cancelled meanwhile must not leave an open
+        handle or a half-written temp behind."""
+        await asyncio.shield(asyncio.ensure_future(self._replace_json(data, temp, final)))
+
+    async def _replace_json(self, data: dict[str, Any], temp: Path, final: Path) -> None:
         text = json.dumps(data, ensure_ascii=False, indent=1)
         try:
             async with aiofiles.open(temp, "w", encoding="utf-8", executor=self._meta_pool) as handle:

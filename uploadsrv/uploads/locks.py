@@ -141,12 +141,29 @@ class UploadLocks:
 
     async def try_acquire(self, upload_id: str) -> UploadLock | None:
         """The lock if nobody holds it, else None (never waits)."""
-        fd = await asyncio.get_running_loop().run_in_executor(self._pool, _try_lock, self.lock_path(upload_id))
+        path = self.lock_path(upload_id)
+        locking = asyncio.get_running_loop().run_in_executor(self._pool, _try_lock, path)
+        try:
+            fd = await asyncio.shield(locking)
+        except asyncio.CancelledError:
+            # The thread may still take the lock: give it back then, or it stays held
+            # (and the upload answers 423) until the process ends.
+            locking.add_done_callback(lambda done: self._abandon(path, done))
+            raise
         if fd is None:
             return None
-        # A release request left for an earlier holder is not meant for this one.
-        await self._run(self.release_path(upload_id).unlink, True)
-        return UploadLock(self, upload_id, fd)
+        lock = UploadLock(self, upload_id, fd)
+        try:
+            # A release request left for an earlier holder is not meant for this one.
+            await self._run(self.release_path(upload_id).unlink, True)
+        except BaseException:
+            await lock.release()
+            raise
+        return lock
+
+    def _abandon(self, path: Path, locking: asyncio.Future[int | None]) -> None:
+        if not locking.cancelled() and locking.exception() is None and (fd := locking.result()) is not None:
+            self._pool.submit(_unlock, path, fd)
 
     async def acquire(self, upload_id: str) -> UploadLock:
         """The lock for a request. A live holder (its file touched within two heartbeats)
