@@ -69,6 +69,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
 def _add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/", page.index)
+    router.add_get("/static/{name}", page.static_file)
     router.add_get("/health", files.health)
     router.add_get("/metrics", metrics.metrics_page)
     for path, handler, policy in (("/upload", oneshot.upload, oneshot.SINGLE),
