@@ -163,11 +163,12 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_process(config_path: Path | None, cwd: Path, *args: str) -> ServerProcess:
-    """Start the CLI and wait (polling /health) until it serves."""
+def start_process(config_path: Path | None, cwd: Path, *args: str, port: int | None = None) -> ServerProcess:
+    """Start the CLI (on `port`, or a free one) and wait, polling /health, until it serves;
+    a process that does not come up is killed."""
     import urllib.request
 
-    port = free_port()
+    port = port or free_port()
     log = cwd / "server.log"
     command = [sys.executable, "-m", "uploadsrv", "--port", str(port), *args]
     if config_path is not None:
@@ -184,5 +185,10 @@ def start_process(config_path: Path | None, cwd: Path, *args: str) -> ServerProc
         except OSError:
             return False
 
-    poll(healthy, timeout=20)
+    try:
+        poll(healthy, timeout=20)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return ServerProcess(process, port, log)
