@@ -92,7 +92,8 @@ async def receive(request: web.Request, session: UploadSession, checksum: tuple[
         raise ChecksumMismatch(f"the {checksum[0]} checksum of the body does not match Upload-Checksum; "
                                f"the bytes were discarded, send them again from offset {start}",
                                headers={"Upload-Offset": str(start)})
-    return await session.flush()
+    # Shielded: the bytes are on disk; a cancel now must not skip recording their hash state.
+    return await asyncio.shield(session.flush())
 
 
 async def _keep(session: UploadSession, start: int, *, keep: bool) -> None:
