@@ -171,6 +171,8 @@ def start_process(config_path: Path | None, cwd: Path, *args: str, port: int | N
     port = port or free_port()
     log = cwd / "server.log"
     command = [sys.executable, "-m", "uploadsrv", "--port", str(port), *args]
+    if "--workers" not in args:
+        command += ["--workers", "1"]  # one process unless the test asks for more
     if config_path is not None:
         command += ["--config", str(config_path)]
     with open(log, "wb") as out:

@@ -20,19 +20,19 @@ from .outcomes import Outcomes
 from .middlewares import auth_middleware, error_middleware
 from .storage import FilesystemStorage
 from .uploads.hooks import CompletionHooks, hooks_context
-from .uploads.locks import UploadLocks
+from .uploads.lock_store import open_locks
 from .uploads.session import UploadServices
 
 # Enough threads for several uploads' batches to hash at once on 2+ cores, few enough
 # that a burst of uploads cannot spawn an unbounded number of hashers.
 HASH_THREADS = 8
-LOCKS_FOLDER = "locks"
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, active_uploads: ActiveUploads | None = None) -> web.Application:
+    """The app; a worker process passes the `active_uploads` that share the server's limit."""
     app = web.Application(middlewares=[error_middleware, cors_middleware, auth_middleware])
     app[CONFIG] = config
-    app[ACTIVE_UPLOADS] = ActiveUploads(config.limits.max_concurrent_uploads)
+    app[ACTIVE_UPLOADS] = active_uploads or ActiveUploads(config.limits.max_concurrent_uploads)
     app[PAGE] = page.load_page()
     app[METRICS] = Metrics()
     app[HOOKS] = CompletionHooks(config.hooks, on_attempt=app[METRICS].hook_attempt)
@@ -49,20 +49,18 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     storage = FilesystemStorage(config.storage.dir, config.storage.tmp_dir)
     storage.prepare()
-    locks = UploadLocks(config.storage.tmp_dir / LOCKS_FOLDER, stale_after=config.limits.stale_after)
-    locks.prepare()
-    hashing = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="uploadsrv-hash")
-    app[STORAGE] = storage
-    app[LOCKS] = locks
-    app[HASH_EXECUTOR] = hashing
-    app[UPLOADS] = UploadServices(
-        storage=storage, locks=locks, hash_executor=hashing, max_size=config.limits.max_file_size,
-        allowed=config.types.allowed, expiry=config.cleanup.partial_expiry,
-        on_start=app[OUTCOMES].started, on_commit=app[OUTCOMES].committed,
-    )
-    yield
-    hashing.shutdown(wait=True)
-    locks.close()
+    async with open_locks(config) as locks:
+        hashing = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="uploadsrv-hash")
+        app[STORAGE] = storage
+        app[LOCKS] = locks
+        app[HASH_EXECUTOR] = hashing
+        app[UPLOADS] = UploadServices(
+            storage=storage, locks=locks, hash_executor=hashing, max_size=config.limits.max_file_size,
+            allowed=config.types.allowed, expiry=config.cleanup.partial_expiry,
+            on_start=app[OUTCOMES].started, on_commit=app[OUTCOMES].committed,
+        )
+        yield
+        hashing.shutdown(wait=True)
     storage.close()
 
 

@@ -16,7 +16,7 @@ from .metrics import Metrics
 from .outcomes import Outcomes
 from .storage import Storage
 from .uploads.hooks import CompletionHooks
-from .uploads.locks import UploadLocks
+from .uploads.lock_store import Locks
 from .uploads.session import UploadServices
 
 CONFIG = web.AppKey("config", Config)
@@ -25,7 +25,7 @@ ACTIVE_UPLOADS = web.AppKey("active_uploads", ActiveUploads)
 # Hashing of upload bytes runs here, never on the event loop (storage has executors of
 # its own for disk work).
 HASH_EXECUTOR = web.AppKey("hash_executor", ThreadPoolExecutor)
-LOCKS = web.AppKey("locks", UploadLocks)
+LOCKS = web.AppKey("locks", Locks)
 UPLOADS = web.AppKey("uploads", UploadServices)
 HOOKS = web.AppKey("hooks", CompletionHooks)
 METRICS = web.AppKey("metrics", Metrics)

@@ -19,6 +19,9 @@ from typing import Any
 from .media_types import KNOWN_TYPES
 
 
+MAX_WORKERS = 64
+
+
 class ConfigError(Exception):
     """A config file that cannot be used; `str()` names the key and the problem."""
 
@@ -39,6 +42,26 @@ class ServerConfig:
     # Take scheme and host from X-Forwarded-Proto / X-Forwarded-Host (only behind a proxy
     # that sets them).
     trust_forwarded: bool = False
+    # Worker processes accepting on the one listening socket; 0 = one per usable core, at
+    # most 8 (resolved at start-up by workers.worker_count: this module reads no system
+    # state); 1 = a single process, no supervisor.
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """[storage.s3]: used when storage.backend = "s3". Credentials are not kept here: they
+    come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or from
+    `credentials_file` (read at start-up by storage.factory, never logged)."""
+
+    endpoint: str = ""  # "" = AWS for the region
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    credentials_file: Path | None = None
+    part_size: int = 8 << 20
+    spool_dir: Path | None = None  # None = <storage.tmp_dir>/spool
+    spool_budget: int = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,8 @@ class StorageConfig:
     dir: Path = Path("data/files")
     tmp_dir: Path = Path("data/tmp")
     min_free_space: int = 1 << 30
+    backend: str = "filesystem"  # or "s3" ([storage.s3])
+    s3: S3Config = field(default_factory=S3Config)
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,12 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    format: str = "text"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     token: str = ""
 
@@ -91,6 +122,16 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class CorsConfig:
     origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocksConfig:
+    # "file": flock'ed files in storage.tmp_dir (the processes of one machine);
+    # "redis": leases in one Redis shared by several instances.
+    backend: str = "file"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A lease its instance stopped renewing (a crash) frees itself after this.
+    lease: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +145,8 @@ class Config:
     cors: CorsConfig = field(default_factory=CorsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    locks: LocksConfig = field(default_factory=LocksConfig)
 
 
 _SIZE_UNITS = {
@@ -170,6 +213,13 @@ def _port(value: object) -> int:
     return port
 
 
+def _workers(value: object) -> int:
+    count = _integer(value)
+    if not 0 <= count <= MAX_WORKERS:
+        raise ValueError(f"{count} is not a worker count (1-{MAX_WORKERS}, or 0 for one per core)")
+    return count
+
+
 def _boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -196,6 +246,14 @@ def _optional_text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def parse_choice(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(repr(choice) for choice in choices)}, got {value!r}")
+        return str(value)
+    return parse_choice
 
 
 def _count(value: object) -> int:
@@ -225,11 +283,49 @@ def _media_types(value: object) -> tuple[str, ...]:
     return names
 
 
+def _redis_url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^(rediss?://[^\s]+|unix://[^\s]+)$", value):
+        raise ValueError("expected a Redis URL such as \"redis://127.0.0.1:6379/0\" (rediss:// for TLS, unix:///path)")
+    return value
+
+
+S3_MIN_PART = 5 << 20  # S3's smallest part (but the last)
+S3_MAX_PART = 5 << 30
+
+
+def _s3_table(value: object) -> S3Config:
+    """[storage.s3] as a table of its own keys; errors name the key inside it."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a table ([storage.s3])")
+    schema: Mapping[str, Callable[[object], Any]] = {
+        "endpoint": _base_url, "region": _text, "bucket": _optional_text, "prefix": _optional_text,
+        "credentials_file": _optional_text, "part_size": parse_size, "spool_dir": _optional_text,
+        "spool_budget": parse_size,
+    }
+    parsed: dict[str, Any] = {}
+    for key, raw in value.items():
+        if key not in schema:
+            raise ValueError(f"{key}: unknown key")
+        try:
+            parsed[key] = schema[key](raw)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+    for key in ("credentials_file", "spool_dir"):
+        parsed[key] = Path(parsed[key]) if parsed.get(key) else None
+    config = S3Config(**parsed)
+    if not S3_MIN_PART <= config.part_size <= S3_MAX_PART:
+        raise ValueError("part_size: must be from 5MiB to 5GiB (S3's part sizes)")
+    if config.spool_budget < config.part_size:
+        raise ValueError("spool_budget: must hold at least one part (part_size)")
+    return config
+
+
 # section -> key -> parser; the dataclass field of the same name receives the result.
 _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
     "server": {"host": _text, "port": _port, "shutdown_timeout": parse_duration,
-               "public_url": _base_url, "trust_forwarded": _boolean},
-    "storage": {"dir": _text, "tmp_dir": _text, "min_free_space": parse_size},
+               "public_url": _base_url, "trust_forwarded": _boolean, "workers": _workers},
+    "storage": {"dir": _text, "tmp_dir": _text, "min_free_space": parse_size,
+                "backend": _one_of("filesystem", "s3"), "s3": _s3_table},
     "limits": {
         "max_file_size": _positive(parse_size),
         "max_files_per_request": _positive(_integer),
@@ -246,11 +342,13 @@ _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
     "hooks": {"command": _optional_text, "url": _base_url, "timeout": _positive(parse_duration),
               "retries": _count},
     "metrics": {"token": _optional_text},
+    "logging": {"format": _one_of("text", "json"), "level": _one_of("debug", "info", "warning", "error")},
+    "locks": {"backend": _one_of("file", "redis"), "redis_url": _redis_url, "lease": _positive(parse_duration)},
 }
 _SECTIONS = {
     "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
     "types": TypesConfig, "cleanup": CleanupConfig, "auth": AuthConfig, "cors": CorsConfig,
-    "hooks": HooksConfig, "metrics": MetricsConfig,
+    "hooks": HooksConfig, "metrics": MetricsConfig, "logging": LoggingConfig, "locks": LocksConfig,
 }
 
 
@@ -278,11 +376,16 @@ def config_from_mapping(data: Mapping[str, Any], base_dir: Path) -> Config:
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
     storage = config.storage
-    resolved = StorageConfig(
-        dir=(base_dir / storage.dir).resolve(),
-        tmp_dir=(base_dir / storage.tmp_dir).resolve(),
-        min_free_space=storage.min_free_space,
+    tmp_dir = (base_dir / storage.tmp_dir).resolve()
+    s3 = storage.s3
+    if storage.backend == "s3" and not s3.bucket:
+        raise ConfigError("storage.s3.bucket", "required when storage.backend = \"s3\"")
+    s3 = dataclasses.replace(
+        s3,
+        spool_dir=(base_dir / s3.spool_dir).resolve() if s3.spool_dir else tmp_dir / "spool",
+        credentials_file=(base_dir / s3.credentials_file).resolve() if s3.credentials_file else None,
     )
+    resolved = dataclasses.replace(storage, dir=(base_dir / storage.dir).resolve(), tmp_dir=tmp_dir, s3=s3)
     return dataclasses.replace(config, storage=resolved)
 
 

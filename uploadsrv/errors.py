@@ -25,6 +25,7 @@ contract's JSON shape in exactly one place (`middlewares.error_middleware`):
       ├── UploadLocked             423 upload_locked
       ├── TooManyUploads           429 too_many_uploads
       ├── ChecksumMismatch         460 checksum_mismatch
+      ├── LocksUnavailable         503 locks_unavailable (the shared lock store is unreachable)
       └── InsufficientStorage      507 insufficient_storage
 
 This module must not import aiohttp: storage raises these too.
@@ -133,6 +134,12 @@ class UploadLocked(UploadError):
 
 class TooManyUploads(UploadError):
     status, code = 429, "too_many_uploads"
+
+
+class LocksUnavailable(UploadError):
+    """The shared lock store cannot be reached: nobody may write an upload meanwhile."""
+
+    status, code = 503, "locks_unavailable"
 
 
 class InsufficientStorage(UploadError):

@@ -1,9 +1,11 @@
 """The run: listen, tell systemd how it goes, and drain gracefully on SIGTERM or SIGINT.
 
-Owns the life of one built app: the aiohttp runner and its site on the listening socket,
-the shutdown signals, sd_notify messages (READY, STATUS, WATCHDOG, STOPPING) and the
-drain. It must not build the app (app.py), read arguments or config files (cli.py), or
-touch storage: cancelled upload handlers remove their own temp files.
+Owns the life of one built app: the aiohttp runner and its sites on the listening
+sockets, the shutdown signals, the drain, and what is said about it (a `RunObserver`):
+sd_notify messages (READY, STATUS, WATCHDOG, STOPPING) for a single process, or the
+worker's reports to its supervisor (workers.py) when several processes serve. It must
+not build the app (app.py), read arguments or config files (cli.py), start processes
+(workers.py), or touch storage: cancelled upload handlers remove their own temp files.
 
 Why a drain of our own: aiohttp's shutdown (`runner.cleanup()`) closes every connection
 to further reads at once, so an upload whose body is still arriving could never finish
@@ -23,6 +25,8 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -91,68 +95,99 @@ class InFlightRequests:
 IN_FLIGHT = web.AppKey("in_flight_requests", InFlightRequests)
 
 
-async def serve(app: web.Application, config: ServerConfig, sock: socket.socket | None = None) -> None:
-    """Serve `app` on `sock` (systemd's) or host:port until a shutdown signal, then drain."""
+class RunObserver(Protocol):
+    """Who hears how the run goes: systemd (one process) or the supervisor (a worker)."""
+
+    def serving(self) -> None:
+        """The sites accept connections."""
+
+    def stopping(self, grace: float) -> None:
+        """A shutdown signal came; the drain of up to `grace` seconds begins."""
+
+    async def listener_closed(self) -> None:
+        """This process stopped accepting; return once new connections are refused."""
+
+    async def keep_alive(self) -> None:
+        """Runs from `serving()` until the run ends (status updates, watchdog pings)."""
+
+    def close(self) -> None:
+        """The run is over."""
+
+
+async def serve(app: web.Application, config: ServerConfig, sockets: Sequence[socket.socket] = (), *,
+                observer: RunObserver | None = None, signals: Sequence[signal.Signals] = SHUTDOWN_SIGNALS,
+                hurry_signals: Sequence[signal.Signals] = ()) -> None:
+    """Serve `app` on `sockets` (systemd's, or the supervisor's) or else host:port until a
+    shutdown signal, then drain. A second shutdown signal ends the grace at once; when
+    `hurry_signals` are given, only those do (a worker's SIGTERM may come twice)."""
     loop = asyncio.get_running_loop()
     stop, hurry = asyncio.Event(), asyncio.Event()
     # Installed before start-up, so that a signal during it drains instead of raising
     # KeyboardInterrupt in the middle of the storage set-up.
-    for signum in SHUTDOWN_SIGNALS:
-        loop.add_signal_handler(signum, _on_signal, signum, stop, hurry)
+    for signum in signals:
+        loop.add_signal_handler(signum, _on_signal, signum, stop, hurry, not hurry_signals)
+    for signum in hurry_signals:
+        loop.add_signal_handler(signum, _on_hurry_signal, signum, stop, hurry)
     in_flight = InFlightRequests()
     app[IN_FLIGHT] = in_flight
     app.middlewares.insert(0, in_flight.middleware)  # outermost: counts refusals' discard too
     runner = web.AppRunner(app, shutdown_timeout=CANCEL_WAIT_S, access_log_format=ACCESS_LOG_FORMAT)
-    notifier = Notifier.from_environ()
-    status = _StatusLine(app, notifier)
+    if observer is None:
+        observer = SystemdObserver(lambda: app[ACTIVE_UPLOADS].requests)
     background: list[asyncio.Task[None]] = []
     try:
-        site = await _start(runner, config, sock)
-        log.info("serving on %s", site.name)
-        status.send("READY=1")
-        background.append(asyncio.create_task(status.keep_current()))
-        if (interval := watchdog_interval()) is not None and notifier.enabled:
-            background.append(asyncio.create_task(_ping_watchdog(notifier, interval)))
+        sites = await _start(runner, config, sockets)
+        log.info("serving on %s", ", ".join(site.name for site in sites))
+        observer.serving()
+        background.append(asyncio.create_task(observer.keep_alive()))
         await stop.wait()
         grace = config.shutdown_timeout
         in_flight.draining = True
-        status.phase = "stopping"
-        status.send("STOPPING=1", f"EXTEND_TIMEOUT_USEC={int((grace + STOP_MARGIN_S) * 1_000_000)}")
-        await site.stop()  # the listener closes now: new connections are refused
+        observer.stopping(grace)
+        for site in sites:
+            await site.stop()  # the listener closes now: new connections are refused
+        await observer.listener_closed()
         await _drain(app, in_flight, grace, hurry)
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await runner.cleanup()  # cancels what is still running, then the app's cleanup_ctx
-        notifier.close()
-        for signum in SHUTDOWN_SIGNALS:
+        observer.close()
+        for signum in (*signals, *hurry_signals):
             loop.remove_signal_handler(signum)
     log.info("stopped")
 
 
-async def _start(runner: web.AppRunner, config: ServerConfig, sock: socket.socket | None) -> web.BaseSite:
+async def _start(runner: web.AppRunner, config: ServerConfig, sockets: Sequence[socket.socket]) -> list[web.BaseSite]:
     try:
         await runner.setup()  # the app's start-up: storage folders are created and checked here
-        site: web.BaseSite
-        if sock is not None:
-            site = web.SockSite(runner, sock)
-        else:
-            site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
+        sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
+        if not sites:
+            sites.append(web.TCPSite(runner, config.host, config.port))
+        for site in sites:
+            await site.start()
     except (OSError, RuntimeError) as error:
         raise StartupError(str(error)) from error
-    return site
+    return sites
 
 
-def _on_signal(signum: signal.Signals, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+def _on_signal(signum: signal.Signals, stop: asyncio.Event, hurry: asyncio.Event, repeat_hurries: bool) -> None:
     name = signal.Signals(signum).name
-    if stop.is_set():
+    if stop.is_set() and repeat_hurries:
         log.warning("%s again: not waiting any longer", name)
         hurry.set()
+    elif stop.is_set():
+        log.info("%s again: already stopping", name)
     else:
         log.info("%s: stopping; new connections are refused", name)
         stop.set()
+
+
+def _on_hurry_signal(signum: signal.Signals, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    log.warning("%s: not waiting any longer", signal.Signals(signum).name)
+    stop.set()
+    hurry.set()
 
 
 async def _drain(app: web.Application, in_flight: InFlightRequests, grace: float, hurry: asyncio.Event) -> None:
@@ -191,7 +226,7 @@ async def _wait_until_idle(in_flight: InFlightRequests, timeout: float, hurry: a
 
 def _describe(app: web.Application, in_flight: InFlightRequests) -> str:
     """'1 upload', '2 uploads and 1 other request', '3 requests'."""
-    uploads = min(app[ACTIVE_UPLOADS].requests, in_flight.count)
+    uploads = min(app[ACTIVE_UPLOADS].here, in_flight.count)
     others = in_flight.count - uploads
     if not uploads:
         return _count(others, "request")
@@ -200,29 +235,64 @@ def _describe(app: web.Application, in_flight: InFlightRequests) -> str:
     return f"{_count(uploads, 'upload')} and {_count(others, 'other request')}"
 
 
-class _StatusLine:
+def stopping_assignments(grace: float) -> tuple[str, ...]:
+    """STOPPING=1, and systemd's stop timeout extended to the grace plus a margin."""
+    return "STOPPING=1", f"EXTEND_TIMEOUT_USEC={int((grace + STOP_MARGIN_S) * 1_000_000)}"
+
+
+class StatusLine:
     """STATUS= for systemctl status: the phase and how many uploads are in progress."""
 
-    def __init__(self, app: web.Application, notifier: Notifier) -> None:
+    def __init__(self, uploads: Callable[[], int], notifier: Notifier) -> None:
         self.phase = "serving"
-        self._app = app
+        self._uploads = uploads
         self._notifier = notifier
         self._sent: str | None = None
 
     def text(self) -> str:
-        return f"{self.phase}; {_count(self._app[ACTIVE_UPLOADS].requests, 'upload')} in progress"
+        return f"{self.phase}; {_count(self._uploads(), 'upload')} in progress"
 
     def send(self, *assignments: str) -> None:
         """Send STATUS= (with other assignments, e.g. READY=1, in the same datagram)."""
         self._sent = self.text()
         self._notifier.send(*assignments, f"STATUS={self._sent}")
 
-    async def keep_current(self) -> None:
+    def refresh(self) -> None:
         # Sent only on change: a busy server must not flood systemd with datagrams.
+        if self.text() != self._sent:
+            self.send()
+
+    async def keep_current(self) -> None:
         while True:
             await asyncio.sleep(STATUS_POLL_S)
-            if self.text() != self._sent:
-                self.send()
+            self.refresh()
+
+
+class SystemdObserver:
+    """The single process tells systemd itself (Type=notify)."""
+
+    def __init__(self, uploads: Callable[[], int]) -> None:
+        self._notifier = Notifier.from_environ()
+        self._status = StatusLine(uploads, self._notifier)
+
+    def serving(self) -> None:
+        self._status.send("READY=1")
+
+    def stopping(self, grace: float) -> None:
+        self._status.phase = "stopping"
+        self._status.send(*stopping_assignments(grace))
+
+    async def listener_closed(self) -> None:
+        return  # our listener was the only one
+
+    async def keep_alive(self) -> None:
+        tasks = [self._status.keep_current()]
+        if (interval := watchdog_interval()) is not None and self._notifier.enabled:
+            tasks.append(_ping_watchdog(self._notifier, interval))
+        await asyncio.gather(*tasks)
+
+    def close(self) -> None:
+        self._notifier.close()
 
 
 async def _ping_watchdog(notifier: Notifier, interval: float) -> None:

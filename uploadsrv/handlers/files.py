@@ -7,6 +7,7 @@ builds a path.
 
 from __future__ import annotations
 
+import os
 from urllib.parse import quote
 
 from aiohttp import web
@@ -21,8 +22,10 @@ MAX_PAGE = 1000
 
 
 async def health(request: web.Request) -> web.Response:
-    # Touches nothing but memory, so it answers while uploads keep the disk busy.
-    return web.json_response({"status": "ok", "uploads_in_progress": request.app[ACTIVE_UPLOADS].requests})
+    # Touches nothing but memory, so it answers while uploads keep the disk busy. The
+    # count is the whole server's; "worker" is the pid of the process that answered.
+    return web.json_response({"status": "ok", "uploads_in_progress": request.app[ACTIVE_UPLOADS].requests,
+                              "worker": os.getpid()})
 
 
 async def list_files(request: web.Request) -> web.Response:

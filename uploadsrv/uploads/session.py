@@ -24,7 +24,7 @@ from ..media_types import KNOWN_TYPES, MAX_SNIFF_BYTES, MediaType
 from ..storage import FileRecord, Storage, UploadInfo
 from .hashstate import ResumableSha256
 from .ingest import Ingest, IngestResult
-from .locks import UploadLock, UploadLocks
+from .lock_store import Lock, Locks
 
 
 def utc_now() -> str:
@@ -41,7 +41,7 @@ class UploadServices:
     """What every session needs; one per app."""
 
     storage: Storage
-    locks: UploadLocks
+    locks: Locks
     hash_executor: Executor
     max_size: int
     allowed: Collection[str]
@@ -64,7 +64,7 @@ class Committed:
 class UploadSession:
     """A locked upload being written by one request."""
 
-    def __init__(self, services: UploadServices, info: UploadInfo, lock: UploadLock, ingest: Ingest,
+    def __init__(self, services: UploadServices, info: UploadInfo, lock: Lock, ingest: Ingest,
                  started: float) -> None:
         self._services = services
         self._started = started
