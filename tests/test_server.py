@@ -152,3 +152,13 @@ def test_version_is_the_installed_package_version() -> None:
     declared = setup["metadata"]["version"]
     assert importlib.metadata.version("uploadsrv") == declared
     assert result.stdout == f"uploadsrv {declared}\n"
+
+
+def test_the_upload_subcommand_is_the_uploader() -> None:
+    """`uploadsrv upload ...` runs the resumable uploader (tests/test_uploader.py drives it)."""
+    result = subprocess.run([sys.executable, "-m", "uploadsrv", "upload", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "--url" in result.stdout and "resum" in result.stdout.lower()
+    usage = subprocess.run([sys.executable, "-m", "uploadsrv", "upload"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2
