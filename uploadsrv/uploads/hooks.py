@@ -114,9 +114,11 @@ class CompletionHooks:
             async with asyncio.timeout(self._config.timeout):
                 _, errors = await process.communicate(body)
         except TimeoutError:
-            process.kill()
-            await process.wait()
+            await _kill(process)
             raise HookFailed(f"still running after {self._config.timeout:g} s; killed") from None
+        except asyncio.CancelledError:
+            await _kill(process)  # shutting down: the hook does not outlive the server
+            raise
         if process.returncode != 0:
             tail = errors.decode(errors="replace").strip().splitlines()[-1:] if errors else []
             raise HookFailed(f"exit status {process.returncode}" + (f": {tail[0][:200]}" if tail else ""))
@@ -130,6 +132,12 @@ class CompletionHooks:
                     raise HookFailed(f"{self._config.url} answered {response.status}")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise HookFailed(f"{self._config.url}: {error.__class__.__name__} {error}".strip()) from None
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.communicate()
 
 
 async def hooks_context(hooks: CompletionHooks) -> AsyncIterator[None]:
