@@ -16,11 +16,17 @@ import pytest
 from uploadsrv.errors import NotFound
 from uploadsrv.storage import FileRecord, FilesystemStorage, MemoryStorage, Storage, UploadInfo
 
+from seaweed import s3_storage, seaweed  # noqa: F401 - the fixture, for the "s3" param
 
-@pytest.fixture(params=["memory", "filesystem"])
+
+@pytest.fixture(params=["memory", "filesystem", "s3"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "memory":
         yield MemoryStorage()
+        return
+    if request.param == "s3":
+        async with s3_storage(request.getfixturevalue("seaweed"), tmp_path) as s3:
+            yield s3
         return
     backend = FilesystemStorage(tmp_path / "files", tmp_path / "tmp")
     backend.prepare()

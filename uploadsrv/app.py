@@ -18,7 +18,7 @@ from .handlers import files, metrics, oneshot, tus
 from .metrics import Metrics
 from .outcomes import Outcomes
 from .middlewares import auth_middleware, error_middleware
-from .storage import FilesystemStorage
+from .storage.factory import open_storage
 from .uploads.hooks import CompletionHooks, hooks_context
 from .uploads.lock_store import open_locks
 from .uploads.session import UploadServices
@@ -47,9 +47,7 @@ def create_app(config: Config, active_uploads: ActiveUploads | None = None) -> w
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    storage = FilesystemStorage(config.storage.dir, config.storage.tmp_dir)
-    storage.prepare()
-    async with open_locks(config) as locks:
+    async with open_storage(config) as storage, open_locks(config) as locks:
         hashing = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="uploadsrv-hash")
         app[STORAGE] = storage
         app[LOCKS] = locks
@@ -61,7 +59,6 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
         )
         yield
         hashing.shutdown(wait=True)
-    storage.close()
 
 
 def _add_routes(app: web.Application) -> None:
