@@ -24,6 +24,7 @@ def media_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
+from hostile_support import ServedLikeProduction  # noqa: E402
 from support import Running, make_config  # noqa: E402
 
 from uploadsrv.app import create_app  # noqa: E402
@@ -35,7 +36,7 @@ async def start(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Awaitable[
 
     async def factory(**sections: Any) -> Running:
         config = make_config(tmp_path, **sections)
-        client = await aiohttp_client(create_app(config))
+        client = await aiohttp_client(ServedLikeProduction(create_app(config)))
         return Running(client, config)
 
     return factory

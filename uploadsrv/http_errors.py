@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from http import HTTPStatus
 
 from aiohttp import StreamReader, web
 
@@ -28,6 +29,29 @@ def json_error(status: int, code: str, message: str, headers: Mapping[str, str] 
 
 def error_response(error: UploadError) -> web.Response:
     return json_error(error.status, error.code, error.message, error.headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "file_too_large"}
+
+
+def http_error_response(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
+    """An aiohttp HTTP error (404, 405, 413, 417, ...) in the contract's JSON shape."""
+    code = _HTTP_CODES.get(exc.status, HTTPStatus(exc.status).phrase.lower().replace(" ", "_"))
+    message = exc.text if exc.status not in (404, 405) else _routing_message(request, exc)
+    allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_error(exc.status, code, message or exc.reason, allow)
+
+
+def _routing_message(request: web.BaseRequest, exc: web.HTTPException) -> str:
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    return f"nothing at {request.path}"
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """Whether the client's connection is closed (or closing): nothing can reach it."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # What a refused client may still push (socket buffers hold several MiB on loopback)

@@ -4,7 +4,7 @@ Lines go to standard output (journald keeps them under systemd), as text or as o
 object per line (`logging.format`), at `logging.level`. No line carries a token (the
 Authorization header is never logged) or a client's control characters (paths and
 names are escaped). A request whose client went away before the answer is logged with
-status 499, as nginx does, not as a 500 of ours.
+status 499, as nginx does (`http_protocol` answers it so), not as a 500 of ours.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .config import LoggingConfig
-
-CLIENT_CLOSED = 499
 
 
 def escape(text: str, limit: int = 300) -> str:
@@ -77,10 +75,6 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         status = response.status
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            if not response.prepared or status >= 500:
-                status = CLIENT_CLOSED  # the client left; not a fault of ours
         upload_id = request.match_info.get("file_id") if request.match_info else None
         if upload_id is None:
             location = response.headers.get("Location", "")

@@ -33,6 +33,8 @@ from aiohttp.typedefs import Handler
 
 from .appkeys import ACTIVE_UPLOADS
 from .config import ServerConfig
+from .http_protocol import make_runner
+from .logs import AccessLogger
 from .notify import Notifier, watchdog_interval
 
 log = logging.getLogger("uploadsrv")
@@ -42,7 +44,6 @@ log = logging.getLogger("uploadsrv")
 # SIGHUP keeps its default (terminate): there is no config reload to map it to.
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 # How often the drain looks at the in-flight count: short next to any grace, long
 # enough to cost nothing.
 DRAIN_POLL_S = 0.05
@@ -131,7 +132,8 @@ async def serve(app: web.Application, config: ServerConfig, sockets: Sequence[so
     in_flight = InFlightRequests()
     app[IN_FLIGHT] = in_flight
     app.middlewares.insert(0, in_flight.middleware)  # outermost: counts refusals' discard too
-    runner = web.AppRunner(app, shutdown_timeout=CANCEL_WAIT_S, access_log_format=ACCESS_LOG_FORMAT)
+    # Refusals below the app in JSON, garbage logged quietly, one access line per request.
+    runner = make_runner(app, shutdown_timeout=CANCEL_WAIT_S, access_log_class=AccessLogger)
     if observer is None:
         observer = SystemdObserver(lambda: app[ACTIVE_UPLOADS].requests)
     background: list[asyncio.Task[None]] = []

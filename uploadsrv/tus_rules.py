@@ -45,9 +45,11 @@ def parse_number(value: str | None, name: str) -> int | None:
     """A header that must be a non-negative integer; None when absent."""
     if value is None:
         return None
-    if not _NUMBER.match(value.strip()):
+    # HTTP's optional whitespace only: str.strip() would also take \x1c-\x1f, which int() refuses.
+    text = value.strip(" \t")
+    if not _NUMBER.fullmatch(text):
         raise InvalidHeader(f"{name} must be a non-negative whole number, not {value[:40]!r}")
-    return int(value)
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,10 @@ def parse_concat(value: str | None) -> tuple[str, tuple[str, ...], str]:
 
 def upload_id_of(url: str) -> str:
     """The upload id in an upload URL, absolute (`https://host/files/<id>`) or relative."""
-    path = urlsplit(url).path
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # urlsplit refuses some netlocs, e.g. "http://h[x" (an unclosed IPv6 literal)
+        path = ""
     match = _ID_PATH.match(path)
     if not match:
         raise InvalidHeader(f"{url[:100]!r} is not an upload URL of this server (/files/<id>)")
