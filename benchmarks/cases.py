@@ -17,7 +17,7 @@ GiB = 1024 * MiB
 class Case:
     key: str
     title: str
-    kind: str  # "single", "concurrent", "tus" or "refusal"
+    kind: str  # "single", "concurrent", "tus", "refusal" or "s3"
     size: int  # bytes per upload
     count: int = 1  # uploads at once ("concurrent")
     patch_size: int = 0  # tus PATCH size
@@ -38,6 +38,8 @@ FULL_CASES = (
     Case("tus-1G", "1 GiB in 16 MiB PATCHes (tus, one connection, sequential)", "tus", GiB,
          patch_size=16 * MiB),
     Case("refusal-1G", "Early refusal of a 1 GiB body", "refusal", GiB),
+    Case("s3-1G", "1 GiB into S3 (SeaweedFS weed mini): one-shot and tus (16 MiB PATCHes) "
+         "beside boto3 upload_file", "s3", GiB, patch_size=16 * MiB),
 )
 
 # --quick: the same kinds of case at sizes that finish in about two minutes. Targets are
@@ -52,6 +54,11 @@ QUICK_CASES = (
          patch_size=4 * MiB, target_key="tus-1G"),
     Case("refusal-256M", "Early refusal of a 256 MiB body", "refusal", 256 * MiB,
          target_key="refusal-1G"),
+    # 16 MiB PATCHes as in s3-1G: on S3 a PATCH's size against the part size (whole
+    # parts, or a tail object joined by the next PATCH) matters more than the file's.
+    Case("s3-64M", "64 MiB into S3 (SeaweedFS weed mini): one-shot and tus (16 MiB PATCHes) "
+         "beside boto3 upload_file (stands in for 1 GiB)", "s3", 64 * MiB, patch_size=16 * MiB,
+         target_key="s3-1G"),
 )
 
 WARMUP_SIZE = 8 * MiB
@@ -82,7 +89,21 @@ TUS_ROWS = (Row(RAW, RAW, "aiohttp raw"), Row(RAW_FSYNC, RAW_FSYNC, "aiohttp raw
             Row(UPLOADSRV_TUS, UPLOADSRV, "uploadsrv (tus)", tus=True))
 
 
+# The S3 case: uploadsrv on the S3 backend, one-shot and tus, held to a plain boto3
+# upload_file of the same file to the same engine (the engine's ceiling here).
+BOTO3, UPLOADSRV_S3, UPLOADSRV_S3_TUS = "boto3_s3", "uploadsrv_s3", "uploadsrv_s3_tus"
+S3_ROWS = (Row(BOTO3, BOTO3, "boto3 upload_file"),
+           Row(UPLOADSRV_S3, UPLOADSRV_S3, "uploadsrv one-shot (S3)"),
+           Row(UPLOADSRV_S3_TUS, UPLOADSRV_S3, "uploadsrv tus (S3)", tus=True))
+# uploadsrv's [storage.s3] in the S3 case: its defaults but a smaller spool, which is the
+# memory target too (parts are spooled on disk, so RSS should grow far less than this).
+S3_PART_SIZE = 8 * MiB
+S3_SPOOL_BUDGET = 64 * MiB
+
+
 def rows_for(case: Case) -> tuple[Row, ...]:
+    if case.kind == "s3":
+        return S3_ROWS
     return TUS_ROWS if case.kind == "tus" else ONE_SHOT_ROWS
 
 
@@ -126,6 +147,12 @@ TARGETS: tuple[Target, ...] = (
            subject=UPLOADSRV_TUS),
     Target("tus-1G", "rss", 16, label="peak RSS - idle <= 16 MiB", subject=UPLOADSRV_TUS),
     Target("tus-1G", "integrity", 1, label="every sha256 matches", subject=UPLOADSRV_TUS),
+    *(target for subject in (UPLOADSRV_S3, UPLOADSRV_S3_TUS) for target in (
+        Target("s3-1G", "ratio", 0.80, BOTO3, ">= 0.80x boto3 upload_file", subject=subject),
+        Target("s3-1G", "rss", S3_SPOOL_BUDGET / MiB,
+               label=f"peak RSS - idle <= the spool budget ({S3_SPOOL_BUDGET // MiB} MiB)", subject=subject),
+        Target("s3-1G", "integrity", 1, label="every sha256 matches (record and S3 object)",
+               subject=subject))),
 )
 
 # Early refusal, per refusal run: the response within 50 ms, the client sent < 1 MiB.

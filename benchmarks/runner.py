@@ -9,7 +9,7 @@ is shared with the clients, so only one row is ever uploading; the order is reve
 every other round so that drift (page cache, disk writeback, thermal) falls on all rows
 alike. Also records the CPUs every server thread was allowed on (pinning.tree_cpus).
 Produces records; report.py turns them into tables. The early refusal case has its own
-loop in refusal.py.
+loop in refusal.py, the S3 case in s3_case.py.
 """
 
 from __future__ import annotations
@@ -80,6 +80,11 @@ class Bench:
     def stop_all(self) -> None:
         for server in self.servers.values():
             server.stop()
+
+    def note_server(self, key: str, pids: list[int]) -> None:
+        """Record the CPUs and process count of a server started outside start_all
+        (the S3 case's engine and uploadsrv); report.SERVER_LABELS must name `key`."""
+        self._note_cpus(key, pids)
 
     def _note_cpus(self, key: str, pids: list[int]) -> None:
         self.cpus_seen[key] = self.cpus_seen.get(key, frozenset()) | tree_cpus(pids)
@@ -191,7 +196,12 @@ class Bench:
         return ""
 
     def run_case(self, case: Case, runs: int) -> CaseResult:
-        """A single, concurrent or tus case: `runs` rounds over its rows."""
+        """A single, concurrent or tus case: `runs` rounds over its rows (the S3 case
+        has a loop of its own, s3_case.py)."""
+        if case.kind == "s3":
+            from s3_case import run_s3  # it imports this module
+
+            return run_s3(self, case, runs)
         rows = rows_for(case)
         result = CaseResult(case, [row.key for row in rows])
         result.unavailable = {row.key: self.unavailable[row.server] for row in rows

@@ -1,10 +1,11 @@
 """Starting and stopping the servers under test, each on its own loopback port.
 
 Owns the list of servers (four peers from benchmarks/peers/ and uploadsrv started by
-its CLI), their working folders and uploadsrv's config.toml (with `server.workers` only
-when --uploadsrv-workers is given), starting each under the pinning prefix, waiting
-until /health answers, and stopping them. Knows where each server stores a finished upload so the
-harness can check and delete it. Does not measure anything.
+its CLI; and uploadsrv on S3, which the S3 case starts), their working folders and
+uploadsrv's config.toml (with `server.workers` only when --uploadsrv-workers is given),
+starting each under the pinning prefix, waiting until /health answers, and stopping
+them. Knows where each server stores a finished upload so the harness can check and
+delete it. Does not measure anything.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ SEED_PATTERN = ServerSpec("seed_pattern", "seed pattern", "multipart")
 FASTAPI_DEFAULT = ServerSpec("fastapi_default", "FastAPI default", "multipart")
 UPLOADSRV = ServerSpec("uploadsrv", "uploadsrv", "multipart")
 ALL_SERVERS = (AIOHTTP_RAW, AIOHTTP_RAW_FSYNC, SEED_PATTERN, FASTAPI_DEFAULT, UPLOADSRV)
+# Started by the S3 case itself (s3_case.py), next to the S3 engine it needs.
+UPLOADSRV_S3 = ServerSpec("uploadsrv_s3", "uploadsrv (S3)", "multipart")
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,9 @@ def start_peer(spec: ServerSpec, root: Path, options: LaunchOptions) -> RunningS
 
 
 def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str,
-                           workers: int | None = None) -> Path:
+                           workers: int | None = None, storage_lines: str = "",
+                           extra: str = "") -> Path:
+    """`storage_lines` go into [storage], `extra` (tables of its own) at the end."""
     files_dir, tmp_dir = workdir / "files", workdir / "tmp"
     allowed = ", ".join(f'"{name}"' for name in ALLOWED_TYPES)
     config = workdir / "config.toml"
@@ -165,11 +170,12 @@ def write_uploadsrv_config(workdir: Path, port: int, max_file_size: str,
         "[server]\n"
         f'host = "127.0.0.1"\nport = {port}\n{workers_line}\n'
         "[storage]\n"
-        f'dir = "{files_dir}"\ntmp_dir = "{tmp_dir}"\nmin_free_space = "1GiB"\n\n'
+        f'dir = "{files_dir}"\ntmp_dir = "{tmp_dir}"\nmin_free_space = "1GiB"\n{storage_lines}\n'
         "[limits]\n"
         f'max_file_size = "{max_file_size}"\nmax_concurrent_uploads = 64\n\n'
         "[types]\n"
         f"allowed = [{allowed}]\n"
+        f"{extra}"
     )
     return config
 
@@ -188,6 +194,24 @@ def start_uploadsrv(root: Path, options: LaunchOptions, max_file_size: str = "5G
     config = write_uploadsrv_config(workdir, port, max_file_size, options.uploadsrv_workers)
     argv = [*options.pinning.server_prefix(), str(UPLOADSRV_BIN), "--config", str(config)]
     return _launch(UPLOADSRV, argv, port, workdir, files_dir, (tmp_dir,))
+
+
+def start_uploadsrv_s3(root: Path, options: LaunchOptions, storage: str,
+                       env: dict[str, str]) -> RunningServer:
+    """uploadsrv with `storage` (the [storage.s3] table's lines) appended to its config,
+    `storage.backend = "s3"`, and `env` (its S3 credentials); its spool lies in tmp/."""
+    problem = uploadsrv_install_problem()
+    if problem:
+        raise ServerUnavailable(problem)
+    workdir = root / UPLOADSRV_S3.key
+    files_dir, tmp_dir = workdir / "files", workdir / "tmp"
+    for folder in (files_dir, tmp_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = write_uploadsrv_config(workdir, port, "5GiB", options.uploadsrv_workers,
+                                    storage_lines='backend = "s3"\n', extra=f"\n[storage.s3]\n{storage}")
+    argv = [*options.pinning.server_prefix(), str(UPLOADSRV_BIN), "--config", str(config)]
+    return _launch(UPLOADSRV_S3, argv, port, workdir, files_dir, (tmp_dir,), env)
 
 
 def start(spec: ServerSpec, root: Path, options: LaunchOptions) -> RunningServer:
