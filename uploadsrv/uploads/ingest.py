@@ -16,7 +16,7 @@ the head read back from storage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -146,18 +146,36 @@ class Ingest:
         for job in jobs:
             job.result()
 
-    async def flush(self) -> int:
-        """Write everything received so far, the undecided head included, durably; the offset."""
+    async def flush(self, hashed: Callable[[], Awaitable[None]] | None = None) -> int:
+        """Write everything received so far, the undecided head included, durably; the offset.
+
+        `hashed()` runs once every byte is hashed, alongside the fsync rather than after
+        it: a resumable upload's PATCH waits for both, and each is a few milliseconds."""
         if self.media is None and self._checked:
             self._queue_head()
         if self._pending:
             await self._submit()
-        await self._settle()
+        jobs = self._in_flight
+        hashing = jobs[0] if len(jobs) == 2 else None
+        writing = jobs[-1] if jobs else None
         # Tracked like a batch: close() must not release the writer while it syncs.
-        flushing = asyncio.ensure_future(self._writer.flush())
-        self._in_flight = (flushing,)
+        flushing = asyncio.ensure_future(self._sync_after(writing))
+        after = asyncio.ensure_future(self._after(hashing, hashed))
+        self._in_flight = (flushing, after)
         await self._settle()
         return flushing.result()
+
+    async def _sync_after(self, writing: asyncio.Future[None] | None) -> int:
+        if writing is not None:
+            await writing
+        return await self._writer.flush()
+
+    @staticmethod
+    async def _after(hashing: asyncio.Future[None] | None, hashed: Callable[[], Awaitable[None]] | None) -> None:
+        if hashing is not None:
+            await hashing
+        if hashed is not None:
+            await hashed()
 
     async def finish(self) -> IngestResult:
         """The whole file has arrived: decide its type if still open, flush, and report."""

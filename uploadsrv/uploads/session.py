@@ -135,12 +135,18 @@ class UploadSession:
         await self._ingest.feed(data)
 
     async def flush(self) -> int:
-        """Everything received is durable, and the info records the hash state for it."""
-        offset = await self._ingest.flush()
-        media = self._ingest.media.name if self._ingest.media else None
-        self.info = self.info.with_hash(self._ingest.hasher.state(), offset, media)
-        await self._services.storage.save_info(self.info)
-        return offset
+        """Everything received is durable, and the info records the hash state for it.
+
+        The info is saved while the bytes are fsynced: a crash between the two leaves a
+        hash state ahead of the stored bytes, which `resume` then rebuilds from the start
+        (correct, and slow only after such a crash)."""
+
+        async def record_hash() -> None:
+            media = self._ingest.media.name if self._ingest.media else None
+            self.info = self.info.with_hash(self._ingest.hasher.state(), self._ingest.size, media)
+            await self._services.storage.save_info(self.info)
+
+        return await self._ingest.flush(record_hash)
 
     async def save_info(self, info: UploadInfo) -> None:
         await self._services.storage.save_info(info)
