@@ -60,6 +60,16 @@ DISCARD_BYTES = 16 << 20
 DISCARD_SECONDS = 2.0
 
 
+async def answer_refusal(request: web.BaseRequest, error: Exception) -> web.StreamResponse | None:
+    """The JSON answer to a domain error or an HTTP error status, or None for anything
+    else: the one rendering of refusals, for the middleware and for what runs outside it."""
+    if isinstance(error, UploadError):
+        return await refuse(request, error_response(error))
+    if isinstance(error, web.HTTPException) and error.status >= 400:
+        return await refuse(request, http_error_response(request, error))
+    return None
+
+
 async def refuse(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
     """Send the error `response`; if body bytes may still arrive, close soon after."""
     if request.body_exists and not request.content.is_eof():

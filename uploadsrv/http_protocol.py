@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import UploadError
-from .http_errors import client_gone, error_response, http_error_response, json_error, refuse
+from .http_errors import answer_refusal, client_gone, json_error, refuse
 
 log = logging.getLogger("uploadsrv.http")
 
@@ -178,12 +178,11 @@ def _checked(handler: _RequestHandler) -> _RequestHandler:
             return await refuse(request, refusal)
         try:
             return await handler(request)
-        except UploadError as error:
-            return await refuse(request, error_response(error))
-        except web.HTTPException as exc:
-            if exc.status < 400:
+        except (UploadError, web.HTTPException) as error:
+            answer = await answer_refusal(request, error)
+            if answer is None:
                 raise
-            return await refuse(request, http_error_response(request, exc))
+            return answer
 
     return checked
 

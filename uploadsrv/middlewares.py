@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from .appkeys import CONFIG
 from .auth import check_token
 from .errors import UploadError
-from .http_errors import client_gone, error_response, http_error_response, json_error, refuse
+from .http_errors import answer_refusal, client_gone, json_error, refuse
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,11 @@ log = logging.getLogger(__name__)
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except UploadError as error:
-        return await refuse(request, error_response(error))
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except (UploadError, web.HTTPException) as error:
+        answer = await answer_refusal(request, error)
+        if answer is None:
             raise
-        return await refuse(request, http_error_response(request, exc))
+        return answer
     except asyncio.CancelledError:
         raise
     except Exception as error:
