@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from support import ServerProcess, start_process
+from support import ServerProcess, poll, start_process
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -77,8 +77,11 @@ def crash_and_resume(tmp_path: Path, mp3: bytes, kills: int, size: int) -> None:
             client = Client(server, path, data, acknowledged, seeds.randrange(1 << 30))
             thread = threading.Thread(target=client.run)
             thread.start()
-            # A random point in the middle of the PATCHes.
-            threading.Event().wait(seeds.uniform(0.01, 0.12))
+            # Once this round has stored something (a freshly started server can be slower
+            # to take its first PATCH than the shortest delay), a random point in the
+            # middle of the PATCHes that follow.
+            poll(lambda: client.acknowledged > acknowledged or not thread.is_alive(), timeout=20)
+            threading.Event().wait(seeds.uniform(0.0, 0.03))
             server.process.kill()
             server.process.wait()
             thread.join(30)
@@ -104,7 +107,7 @@ def crash_and_resume(tmp_path: Path, mp3: bytes, kills: int, size: int) -> None:
 
 
 def test_kill_9_mid_patch_keeps_every_acknowledged_byte(tmp_path: Path, mp3: bytes) -> None:
-    crash_and_resume(tmp_path, mp3, kills=3, size=16 << 20)
+    crash_and_resume(tmp_path, mp3, kills=3, size=64 << 20)
 
 
 @pytest.mark.slow
