@@ -163,11 +163,32 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
+def wait_serving(process: subprocess.Popen[bytes], url: str, output: Callable[[], str],
+                 timeout: float = 20) -> None:
+    """Poll `url` until it answers 200. A process that exits meanwhile fails the test with
+    `output()`; one that does not come up in time is killed."""
+    import urllib.request
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args!r} exited with {process.returncode}: {output()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    try:
+        poll(serving, timeout=timeout)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+
+
 def start_process(config_path: Path | None, cwd: Path, *args: str, port: int | None = None) -> ServerProcess:
     """Start the CLI (on `port`, or a free one) and wait, polling /health, until it serves;
     a process that does not come up is killed."""
-    import urllib.request
-
     port = port or free_port()
     log = cwd / "server.log"
     command = [sys.executable, "-m", "uploadsrv", "--port", str(port), *args]
@@ -178,19 +199,5 @@ def start_process(config_path: Path | None, cwd: Path, *args: str, port: int | N
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    try:
-        poll(healthy, timeout=20)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
+    wait_serving(process, f"http://127.0.0.1:{port}/health", lambda: log.read_text())
     return ServerProcess(process, port, log)

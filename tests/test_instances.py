@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import pytest
 import redis
 from redis_server import RedisServer, start_redis
 from seaweed import Cluster, seaweed_cluster  # noqa: F401 - a session fixture
-from support import ServerProcess, free_port, poll, request_head, start_process
+from support import ServerProcess, free_port, poll, request_head, start_process, wait_serving
 
 from uploadsrv.config import load_config
 
@@ -343,21 +342,7 @@ def start_nginx(folder: Path, upstream_ports: list[int]) -> tuple[subprocess.Pop
         process = subprocess.Popen([NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"),
                                     "-e", str(folder / "error.log")], stdout=out, stderr=subprocess.STDOUT)
 
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"nginx exited with {process.returncode}: {(folder / 'error.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    try:
-        poll(serving, timeout=20)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
+    wait_serving(process, f"http://127.0.0.1:{port}/health", lambda: (folder / "error.log").read_text())
     return process, port
 
 
