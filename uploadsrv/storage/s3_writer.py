@@ -62,7 +62,7 @@ class S3Writer:
             # Part numbers are never used twice: a part sent again under its number may
             # be listed with its old ETag (SeaweedFS 4.48), and a dead writer's parts
             # past the recorded ones hold numbers of their own.
-            listed = await bucket.list_parts(layout.content(upload_id), state.multipart)
+            listed = await bucket.list_parts(layout.content(upload_id), state.multipart, after=state.next_part - 1)
             writer._number = max([state.next_part, *(number + 1 for number in listed)])
         try:
             await writer._load()
@@ -202,7 +202,7 @@ class S3Writer:
         state = replace(old, parts=tuple(self._parts), base=self._base, tail_seq=tail_seq, tail_size=tail_size,
                         seq=seq)
         if state.parts != old.parts:
-            await self._check_parts(state)
+            await self._check_parts(state, old)
         await self._record(state)
         self._dirty = False
         if old.tail_seq and old.tail_seq != tail_seq:
@@ -213,11 +213,17 @@ class S3Writer:
         assert state.size == self._offset, (state.size, self._offset)
         return state.size
 
-    async def _check_parts(self, state: UploadState) -> None:
-        """The parts about to be recorded are in S3 as sent (nothing overwrote one since)."""
+    async def _check_parts(self, state: UploadState, old: UploadState) -> None:
+        """The parts about to be recorded are in S3 as sent (nothing overwrote one since).
+        Only the new ones are listed: a PATCH's cost must not grow with the upload's parts
+        (the recorded ones were checked when recorded, and `upload_offset` checks them all)."""
         assert state.multipart is not None
-        listed = await self._bucket.list_parts(self._key, state.multipart)
-        for part in state.parts:
+        new = state.parts[len(old.parts):]
+        if state.parts[:len(old.parts)] != old.parts:
+            new = state.parts
+        after = new[0].number - 1 if new else 0
+        listed = await self._bucket.list_parts(self._key, state.multipart, after=after)
+        for part in new:
             if listed.get(part.number) != part:
                 raise RuntimeError(f"upload {self._id!r}: part {part.number} is not in S3 as sent; "
                                    "another writer changed the upload")

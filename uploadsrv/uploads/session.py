@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import NotFound
 from ..media_types import KNOWN_TYPES, MAX_SNIFF_BYTES, MediaType
@@ -100,8 +101,11 @@ class UploadSession:
         lock = await services.locks.acquire(upload_id)
         try:
             storage = services.storage
-            info = await _live_info(services, upload_id, owner)
-            offset = await storage.upload_offset(upload_id)
+            # Read at once: on S3 each is a round trip or two, and every PATCH pays them.
+            info: UploadInfo
+            offset: int
+            info, offset = _in_order(*await asyncio.gather(
+                _live_info(services, upload_id, owner), storage.upload_offset(upload_id), return_exceptions=True))
             checked = info.concat != "partial"
             hasher = await _restore_hash(services, info, offset) if checked else None
             media = KNOWN_TYPES[info.media] if info.media else None
@@ -233,13 +237,26 @@ async def terminate_upload(services: UploadServices, upload_id: str, *, owner: s
 
 async def _live_info(services: UploadServices, upload_id: str, owner: str) -> UploadInfo:
     """The info of an upload this owner may use; an expired one is removed (under its lock)."""
-    info = await services.storage.get_upload(upload_id)
+    info: UploadInfo
+    idle: float
+    info, idle = _in_order(*await asyncio.gather(
+        services.storage.get_upload(upload_id), services.storage.upload_idle_seconds(upload_id),
+        return_exceptions=True))
     if info.owner and info.owner != owner:
         raise NotFound(f"no upload in progress with id {upload_id!r}")
-    if await services.storage.upload_idle_seconds(upload_id) > services.expiry:
+    if idle > services.expiry:
         await services.storage.terminate(upload_id)
         raise NotFound(f"upload {upload_id!r} expired after being idle too long; start it again")
     return info
+
+
+def _in_order(*outcomes: Any) -> tuple[Any, ...]:
+    """Results of a gather(return_exceptions=True), raising the first failure in call order
+    (the one a sequential version would have raised)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
 
 
 async def _restore_hash(services: UploadServices, info: UploadInfo, offset: int) -> ResumableSha256:
@@ -249,6 +266,8 @@ async def _restore_hash(services: UploadServices, info: UploadInfo, offset: int)
         hasher, start = ResumableSha256(info.hash_state), info.hash_offset
     else:
         hasher, start = ResumableSha256(), 0
+    if start >= offset:
+        return hasher  # the usual case: the state saved with the last flush covers it all
     loop = asyncio.get_running_loop()
     async for chunk in services.storage.read_upload(info.id, start, offset):
         await loop.run_in_executor(services.hash_executor, hasher.update, chunk)
