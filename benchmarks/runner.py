@@ -104,7 +104,7 @@ class Bench:
                        limit: float) -> list[client.CurlUpload | client.TusUpload]:
         if row.tus:
             assert tus_path is not None
-            return [client.TusUpload(server.port, tus_path, source.path, case.patch_size,
+            return [client.TusUpload(server.port, tus_path, source.path, row.patch_size_in(case),
                                      limit).start()]
         count = case.count if case.kind == "concurrent" else 1
         uploads = [client.CurlUpload(server.url("/upload"), source.path, server.spec.body,

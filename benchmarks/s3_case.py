@@ -172,7 +172,7 @@ def _uploadsrv_run(bench: Bench, engine: Engine, s3: Any, server: RunningServer 
         if row.tus:
             assert tus_path is not None
             upload: client.CurlUpload | client.TusUpload = client.TusUpload(
-                server.port, tus_path, source.path, case.patch_size, limit)
+                server.port, tus_path, source.path, row.patch_size_in(case), limit)
         else:
             upload = client.CurlUpload(server.url("/upload"), source.path, server.spec.body,
                                        bench.scratch / f"{row.key}.json", expect_100=False, max_seconds=limit)
