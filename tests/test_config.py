@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from uploadsrv.config import Config, ConfigError, load_config, parse_duration, parse_size
+from uploadsrv.config import Config, ConfigError, load_config
+from uploadsrv.config_values import parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 

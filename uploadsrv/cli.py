@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .allocator import tune_for_streaming
-from .config import MAX_WORKERS, Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config
+from .config_values import MAX_WORKERS
 from .logs import configure as configure_logging
 
 # Nothing that imports prometheus_client may be imported at module level here: it picks

@@ -1,6 +1,6 @@
 """Configuration: `config.toml` read once into frozen dataclasses.
 
-Owns the keys, their defaults, unit parsing (sizes, durations) and the resolution of
+Owns the keys, their defaults (each value's parser is in `config_values`) and the resolution of
 relative paths against the config file's folder. It must not read the environment or
 touch the filesystem beyond reading the one file it is given. A bad file raises
 `ConfigError`, whose text is the single line the CLI prints before exiting with 2.
@@ -9,17 +9,13 @@ touch the filesystem beyond reading the one file it is given. A bad file raises
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .media_types import KNOWN_TYPES
-
-
-MAX_WORKERS = 64
+from . import config_values as values
 
 
 class ConfigError(Exception):
@@ -149,146 +145,6 @@ class Config:
     locks: LocksConfig = field(default_factory=LocksConfig)
 
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-    "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-}
-_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: object) -> int:
-    """Bytes from an integer or a string such as "512KiB", "5GiB", "10MB"."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError("expected an integer of bytes or a string such as \"512KiB\"")
-    if isinstance(value, int):
-        number, unit = float(value), ""
-    else:
-        match = _QUANTITY.match(value)
-        if not match or match.group(2).lower() not in _SIZE_UNITS:
-            raise ValueError(f"{value!r} is not a size (use e.g. 1048576, \"512KiB\", \"5GiB\", \"10MB\")")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    if number < 0:
-        raise ValueError("must not be negative")
-    return int(number * _SIZE_UNITS[unit])
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as "90s", "10m", "1h"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("expected seconds or a string such as \"90s\"")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _QUANTITY.match(value)
-        if not match or match.group(2).lower() not in _DURATION_UNITS:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 30, \"90s\", \"10m\", \"1h\")")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
-
-
-def _positive(parse: Callable[[object], float]) -> Callable[[object], Any]:
-    def parse_positive(value: object) -> Any:
-        result = parse(value)
-        if result <= 0:
-            raise ValueError("must be greater than zero")
-        return result
-    return parse_positive
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _port(value: object) -> int:
-    port = _integer(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{port} is not a TCP port (0-65535)")
-    return port
-
-
-def _workers(value: object) -> int:
-    count = _integer(value)
-    if not 0 <= count <= MAX_WORKERS:
-        raise ValueError(f"{count} is not a worker count (1-{MAX_WORKERS}, or 0 for one per core)")
-    return count
-
-
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _base_url(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string such as \"https://uploads.example.com\"")
-    if value and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
-        raise ValueError(f"{value!r} is not an http(s) URL such as \"https://uploads.example.com\"")
-    return value.rstrip("/")
-
-
-def _origins(value: object) -> tuple[str, ...]:
-    origins = _texts(value)
-    for origin in origins:
-        if origin != "*" and not re.match(r"^https?://[^/?#\s]+$", origin):
-            raise ValueError(f"{origin!r} is not an origin such as \"https://app.example.com\" (or \"*\")")
-    return tuple(origin.rstrip("/") for origin in origins)
-
-
-def _optional_text(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-def _one_of(*choices: str) -> Callable[[object], str]:
-    def parse_choice(value: object) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(repr(choice) for choice in choices)}, got {value!r}")
-        return str(value)
-    return parse_choice
-
-
-def _count(value: object) -> int:
-    number = _integer(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a non-empty string")
-    return value
-
-
-def _texts(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ValueError("expected a list of non-empty strings")
-    return tuple(value)
-
-
-def _media_types(value: object) -> tuple[str, ...]:
-    names = _texts(value)
-    unknown = [name for name in names if name not in KNOWN_TYPES]
-    if unknown:
-        raise ValueError(f"unknown type {unknown[0]!r}; known types: {', '.join(KNOWN_TYPES)}")
-    return names
-
-
-def _redis_url(value: object) -> str:
-    if not isinstance(value, str) or not re.match(r"^(rediss?://[^\s]+|unix://[^\s]+)$", value):
-        raise ValueError("expected a Redis URL such as \"redis://127.0.0.1:6379/0\" (rediss:// for TLS, unix:///path)")
-    return value
-
-
 S3_MIN_PART = 5 << 20  # S3's smallest part (but the last)
 S3_MAX_PART = 5 << 30
 
@@ -298,9 +154,9 @@ def _s3_table(value: object) -> S3Config:
     if not isinstance(value, dict):
         raise ValueError("expected a table ([storage.s3])")
     schema: Mapping[str, Callable[[object], Any]] = {
-        "endpoint": _base_url, "region": _text, "bucket": _optional_text, "prefix": _optional_text,
-        "credentials_file": _optional_text, "part_size": parse_size, "spool_dir": _optional_text,
-        "spool_budget": parse_size,
+        "endpoint": values.base_url, "region": values.text, "bucket": values.optional_text, "prefix": values.optional_text,
+        "credentials_file": values.optional_text, "part_size": values.parse_size, "spool_dir": values.optional_text,
+        "spool_budget": values.parse_size,
     }
     parsed: dict[str, Any] = {}
     for key, raw in value.items():
@@ -322,28 +178,28 @@ def _s3_table(value: object) -> S3Config:
 
 # section -> key -> parser; the dataclass field of the same name receives the result.
 _SCHEMA: Mapping[str, Mapping[str, Callable[[object], Any]]] = {
-    "server": {"host": _text, "port": _port, "shutdown_timeout": parse_duration,
-               "public_url": _base_url, "trust_forwarded": _boolean, "workers": _workers},
-    "storage": {"dir": _text, "tmp_dir": _text, "min_free_space": parse_size,
-                "backend": _one_of("filesystem", "s3"), "s3": _s3_table},
+    "server": {"host": values.text, "port": values.port, "shutdown_timeout": values.parse_duration,
+               "public_url": values.base_url, "trust_forwarded": values.boolean, "workers": values.workers},
+    "storage": {"dir": values.text, "tmp_dir": values.text, "min_free_space": values.parse_size,
+                "backend": values.one_of("filesystem", "s3"), "s3": _s3_table},
     "limits": {
-        "max_file_size": _positive(parse_size),
-        "max_files_per_request": _positive(_integer),
-        "max_field_size": _positive(parse_size),
-        "max_fields": _positive(_integer),
-        "max_concurrent_uploads": _positive(_integer),
-        "idle_timeout": _positive(parse_duration),
-        "stale_after": _positive(parse_duration),
+        "max_file_size": values.positive(values.parse_size),
+        "max_files_per_request": values.positive(values.integer),
+        "max_field_size": values.positive(values.parse_size),
+        "max_fields": values.positive(values.integer),
+        "max_concurrent_uploads": values.positive(values.integer),
+        "idle_timeout": values.positive(values.parse_duration),
+        "stale_after": values.positive(values.parse_duration),
     },
-    "types": {"allowed": _media_types},
-    "cleanup": {"partial_expiry": _positive(parse_duration), "interval": _positive(parse_duration)},
-    "auth": {"tokens": _texts},
-    "cors": {"origins": _origins},
-    "hooks": {"command": _optional_text, "url": _base_url, "timeout": _positive(parse_duration),
-              "retries": _count},
-    "metrics": {"token": _optional_text},
-    "logging": {"format": _one_of("text", "json"), "level": _one_of("debug", "info", "warning", "error")},
-    "locks": {"backend": _one_of("file", "redis"), "redis_url": _redis_url, "lease": _positive(parse_duration)},
+    "types": {"allowed": values.media_types},
+    "cleanup": {"partial_expiry": values.positive(values.parse_duration), "interval": values.positive(values.parse_duration)},
+    "auth": {"tokens": values.texts},
+    "cors": {"origins": values.origins},
+    "hooks": {"command": values.optional_text, "url": values.base_url, "timeout": values.positive(values.parse_duration),
+              "retries": values.count},
+    "metrics": {"token": values.optional_text},
+    "logging": {"format": values.one_of("text", "json"), "level": values.one_of("debug", "info", "warning", "error")},
+    "locks": {"backend": values.one_of("file", "redis"), "redis_url": values.redis_url, "lease": values.positive(values.parse_duration)},
 }
 _SECTIONS = {
     "server": ServerConfig, "storage": StorageConfig, "limits": LimitsConfig,
@@ -355,13 +211,13 @@ _SECTIONS = {
 def config_from_mapping(data: Mapping[str, Any], base_dir: Path) -> Config:
     """Validate a parsed TOML document; relative paths resolve against `base_dir`."""
     sections: dict[str, Any] = {}
-    for section_name, values in data.items():
+    for section_name, table in data.items():
         if section_name not in _SCHEMA:
             raise ConfigError(section_name, f"unknown section; known: {', '.join(_SCHEMA)}")
-        if not isinstance(values, dict):
+        if not isinstance(table, dict):
             raise ConfigError(section_name, "expected a table ([section])")
         parsed: dict[str, Any] = {}
-        for key, raw in values.items():
+        for key, raw in table.items():
             parser = _SCHEMA[section_name].get(key)
             if parser is None:
                 raise ConfigError(f"{section_name}.{key}", "unknown key")
