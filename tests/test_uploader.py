@@ -1,4 +1,4 @@
-"""`uploadsrv upload` (uploadsrv/uploader.py, uploader_state.py) end to end.
+"""`uploadsrv upload` (uploadsrv/uploader.py, uploader_options.py, uploader_state.py) end to end.
 
 Owns: the command run as a real process (`python -m uploadsrv.uploader`, so these tests do
 not depend on cli.py's dispatch) against the real app on loopback (`start`) or, where the
@@ -34,7 +34,7 @@ import pytest
 import yarl
 from support import Running, ServerProcess, apoll, start_process
 
-from uploadsrv import uploader
+from uploadsrv import uploader, uploader_options
 from uploadsrv.uploader_state import UploadState, fingerprint
 
 KiB, MiB = 1024, 1024 * 1024
@@ -273,7 +273,7 @@ async def test_a_remembered_upload_the_server_no_longer_has_starts_over(start: S
     running = await start()
     source = tmp_path / "take.mp3"
     source.write_bytes(mp3)
-    endpoint = uploader.tus_endpoint(str(running.client.make_url("/")))
+    endpoint = uploader_options.tus_endpoint(str(running.client.make_url("/")))
     state = UploadState(tmp_path / "state.json")
     gone = str(endpoint.join(yarl.URL("AAAAAAAAAAAAAAAAAAAAAA")))
     state.remember(fingerprint(str(endpoint), source), gone, source)
