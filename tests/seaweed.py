@@ -24,10 +24,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiobotocore.session import AioSession, get_session
@@ -298,44 +299,40 @@ def _create_bucket(endpoint: str, process: subprocess.Popen[bytes], log: Path) -
         client.close()
 
 
+_E = TypeVar("_E", "Seaweed", "Cluster")
 _MINI = pytest.StashKey["Seaweed | str"]()
 _CLUSTER = pytest.StashKey["Cluster | str"]()
 
 
-@pytest.fixture(scope="session")
-def seaweed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    """One `weed mini` for the whole session (every module importing this fixture shares it)."""
+def _shared(request: pytest.FixtureRequest, key: pytest.StashKey[_E | str], start: Callable[[], _E], what: str) -> _E:
+    """One engine for the whole session, started on first use (every module importing the
+    fixture shares it) and stopped at the end; a test skips, saying why, if it cannot start."""
     stash = request.config.stash
-    if _MINI not in stash:
+    if key not in stash:
         try:
-            server = start_mini(tmp_path_factory.mktemp("seaweedfs"))
+            engine = start()
         except Unavailable as why:
-            stash[_MINI] = str(why)
+            stash[key] = str(why)
         else:
-            stash[_MINI] = server
-            request.config.add_cleanup(server.stop)
-    found = stash[_MINI]
+            stash[key] = engine
+            request.config.add_cleanup(engine.stop)
+    found = stash[key]
     if isinstance(found, str):
-        pytest.skip(f"SeaweedFS unavailable: {found}")
-    yield found
+        pytest.skip(f"{what} unavailable: {found}")
+    return found
 
 
 @pytest.fixture(scope="session")
-def seaweed_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One distributed SeaweedFS (two S3 gateways) for the whole session, shared like `seaweed`."""
-    stash = request.config.stash
-    if _CLUSTER not in stash:
-        try:
-            cluster = start_cluster(tmp_path_factory.mktemp("seaweedfs-cluster"))
-        except Unavailable as why:
-            stash[_CLUSTER] = str(why)
-        else:
-            stash[_CLUSTER] = cluster
-            request.config.add_cleanup(cluster.stop)
-    found = stash[_CLUSTER]
-    if isinstance(found, str):
-        pytest.skip(f"SeaweedFS cluster unavailable: {found}")
-    yield found
+def seaweed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Seaweed:
+    """One `weed mini` for the whole session."""
+    return _shared(request, _MINI, lambda: start_mini(tmp_path_factory.mktemp("seaweedfs")), "SeaweedFS")
+
+
+@pytest.fixture(scope="session")
+def seaweed_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    """One distributed SeaweedFS (two S3 gateways) for the whole session."""
+    return _shared(request, _CLUSTER, lambda: start_cluster(tmp_path_factory.mktemp("seaweedfs-cluster")),
+                   "SeaweedFS cluster")
 
 
 @asynccontextmanager
