@@ -61,11 +61,7 @@ class CurlUpload:
 
     def wait(self) -> UploadResult:
         assert self.process is not None, "start() first"
-        try:
-            out, err = self.process.communicate(timeout=self.max_seconds + 10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, err = self.process.communicate()
+        out, err = _outputs(self.process, self.max_seconds + 10)
         try:
             code, total, sent = out.split()
             status, seconds, bytes_sent = int(code), float(total), int(float(sent))
@@ -73,6 +69,15 @@ class CurlUpload:
             status, seconds, bytes_sent = 0, 0.0, 0
         return UploadResult(status, seconds, bytes_sent, _read_json(self.response_path),
                             err.strip())
+
+
+def _outputs(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The process's stdout and stderr once it ends; killed if it runs past `timeout`."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -105,11 +110,7 @@ class TusUpload:
 
     def wait(self) -> UploadResult:
         assert self.process is not None, "start() first"
-        try:
-            out, err = self.process.communicate(timeout=self.max_seconds + 20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, err = self.process.communicate()
+        out, err = _outputs(self.process, self.max_seconds + 20)
         try:
             found = json.loads(out)
             return UploadResult(int(found["status"]), float(found["seconds"]),
