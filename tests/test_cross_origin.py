@@ -76,3 +76,14 @@ async def test_a_forwarded_host_that_is_not_a_host_is_ignored(start) -> None:
     response = await server.client.post("/files", headers={
         **TUS, "Upload-Length": "10", "X-Forwarded-Proto": "javascript", "X-Forwarded-Host": "a/b@evil"})
     assert response.headers["Location"].startswith(f"http://127.0.0.1:{server.port}/files/")
+
+
+async def test_a_host_header_that_is_not_a_host_gives_a_relative_location(start) -> None:
+    server = await start()
+    response = await server.client.post("/files", headers={**TUS, "Upload-Length": "10", "Host": "a/b@evil"})
+    assert response.status == 201
+    location = response.headers["Location"]
+    assert location.startswith("/files/") and "evil" not in location
+    # The relative URL works as the upload's URL.
+    head = await server.client.head(location, headers=TUS)
+    assert head.status == 200 and head.headers["Upload-Offset"] == "0"

@@ -71,16 +71,23 @@ def _expires(request: web.BaseRequest) -> str:
 
 
 def _base_url(request: web.BaseRequest) -> str:
+    """Where the server is, for an absolute Location: the configured public URL, the
+    trusted proxy's headers, or the request's own Host; "" (a relative Location) when even
+    the Host is not a host name (a Location is never built around something else)."""
     server = request.app[CONFIG].server
     if server.public_url:
         return server.public_url
     scheme, host = request.scheme, request.host
     if server.trust_forwarded:
-        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower() or scheme
-        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip() or host
-    if scheme not in ("http", "https") or any(c in host for c in "/\\ \r\n@?#"):
-        scheme, host = request.scheme, request.host
-    return f"{scheme}://{host}"
+        forwarded_scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+        forwarded_host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        if forwarded_scheme in ("http", "https") and _is_host(forwarded_host):
+            scheme, host = forwarded_scheme, forwarded_host
+    return f"{scheme}://{host}" if _is_host(host) else ""
+
+
+def _is_host(host: str) -> bool:
+    return bool(host) and not any(c in host for c in "/\\ \r\n\t@?#")
 
 
 async def create(request: web.Request) -> web.Response:
