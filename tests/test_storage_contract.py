@@ -71,6 +71,26 @@ async def test_flush_returns_the_durable_offset_and_appends_continue_at_the_end(
     assert await storage.upload_offset("up1") == 5007
 
 
+async def test_a_writer_opens_at_the_stored_offset(storage: Storage) -> None:
+    # A PATCH takes its offset from the writer it opens: it must be upload_offset's answer,
+    # also once S3 holds parts (6 MiB: a part and a tail) and after a truncate.
+    await storage.create_upload(info())
+    for expected in (0, 6 << 20):
+        writer = await storage.open_writer("up1")
+        try:
+            assert writer.offset == expected == await storage.upload_offset("up1")
+        finally:
+            await writer.close()
+        if not expected:
+            await append(storage, "up1", os.urandom(6 << 20))
+    await storage.truncate("up1", 1000)
+    writer = await storage.open_writer("up1")
+    try:
+        assert writer.offset == 1000 == await storage.upload_offset("up1")
+    finally:
+        await writer.close()
+
+
 async def test_saved_info_replaces_the_old_one(storage: Storage) -> None:
     await storage.create_upload(info())
     await storage.save_info(info(length=99, media="mp3", hash_state=b"s" * 112, hash_offset=64))

@@ -163,7 +163,8 @@ class Storage(Protocol):
         """Seconds since the upload's last write; NotFound if none."""
 
     async def open_writer(self, upload_id: str) -> UploadWriter:
-        """A writer that appends at the upload's end; NotFound if there is none."""
+        """A writer that appends at the upload's end, its `offset` at open the stored offset
+        (what `upload_offset` answers); NotFound if there is none."""
 
     async def truncate(self, upload_id: str, offset: int) -> None:
         """Drop the bytes past `offset`, durably."""

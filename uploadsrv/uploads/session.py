@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import NotFound
 from ..media_types import KNOWN_TYPES, MAX_SNIFF_BYTES, MediaType
-from ..storage import FileRecord, Storage, UploadInfo
+from ..storage import FileRecord, Storage, UploadInfo, UploadWriter
 from .hashstate import ResumableSha256
 from .ingest import Ingest, IngestResult
 from .lock_store import Lock, Locks
@@ -99,20 +99,34 @@ class UploadSession:
 
         NotFound for an unknown or expired upload, or one another token created."""
         lock = await services.locks.acquire(upload_id)
+        storage = services.storage
+        writer: UploadWriter | None = None
         try:
-            storage = services.storage
-            # Read at once: on S3 each is a round trip or two, and every PATCH pays them.
-            info: UploadInfo
-            offset: int
-            info, offset = _in_order(*await asyncio.gather(
-                _live_info(services, upload_id, owner), storage.upload_offset(upload_id), return_exceptions=True))
+            # At once: on S3 each is a round trip or two, and every PATCH pays them. A
+            # writer's offset at open is the stored offset (the storage contract).
+            found = await asyncio.gather(_live_info(services, upload_id, owner), storage.open_writer(upload_id),
+                                         return_exceptions=True)
+            writer = found[1] if not isinstance(found[1], BaseException) else None
+            info: UploadInfo = _in_order(*found)[0]
+            assert writer is not None
+            offset = writer.offset
             checked = info.concat != "partial"
-            hasher = await _restore_hash(services, info, offset) if checked else None
             media = KNOWN_TYPES[info.media] if info.media else None
-            head = b"" if media is not None or not checked else await _read_back(
-                storage, upload_id, min(offset, MAX_SNIFF_BYTES))
-            writer = await storage.open_writer(upload_id)
+            hasher = _saved_hash(info, offset) if checked else None
+            head = b""
+            if checked and (hasher is None or (media is None and offset)):
+                # Rare (a request cut off before its hash state was saved, bytes too few to
+                # tell the type): read stored bytes back, with no writer open meanwhile,
+                # since reading may reshape them (S3 joins its parts to read them).
+                await writer.close()
+                writer = None
+                hasher = await _restore_hash(services, info, offset)
+                if media is None:
+                    head = await _read_back(storage, upload_id, min(offset, MAX_SNIFF_BYTES))
+                writer = await storage.open_writer(upload_id)
         except BaseException:
+            if writer is not None:
+                await asyncio.shield(writer.close())
             await lock.release()
             raise
         ingest = Ingest(writer, services.hash_executor, max_size=services.max_size, allowed=services.allowed,
@@ -259,6 +273,16 @@ def _in_order(*outcomes: Any) -> tuple[Any, ...]:
     return outcomes
 
 
+def _saved_hash(info: UploadInfo, offset: int) -> ResumableSha256 | None:
+    """The SHA-256 of the first `offset` bytes as saved with the upload's last flush, or
+    None when the saved state does not cover exactly those bytes."""
+    if offset == 0 and info.hash_state is None:
+        return ResumableSha256()
+    if info.hash_state is not None and info.hash_offset == offset:
+        return ResumableSha256(info.hash_state)
+    return None
+
+
 async def _restore_hash(services: UploadServices, info: UploadInfo, offset: int) -> ResumableSha256:
     """The SHA-256 of the first `offset` stored bytes: from the saved state, plus a read
     back of what was stored after it (a request cut off after its last flush, a crash)."""
@@ -266,8 +290,6 @@ async def _restore_hash(services: UploadServices, info: UploadInfo, offset: int)
         hasher, start = ResumableSha256(info.hash_state), info.hash_offset
     else:
         hasher, start = ResumableSha256(), 0
-    if start >= offset:
-        return hasher  # the usual case: the state saved with the last flush covers it all
     loop = asyncio.get_running_loop()
     async for chunk in services.storage.read_upload(info.id, start, offset):
         await loop.run_in_executor(services.hash_executor, hasher.update, chunk)
