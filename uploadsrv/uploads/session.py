@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import NotFound
 from ..media_types import KNOWN_TYPES, MAX_SNIFF_BYTES, MediaType
@@ -104,11 +104,16 @@ class UploadSession:
         try:
             # At once: on S3 each is a round trip or two, and every PATCH pays them. A
             # writer's offset at open is the stored offset (the storage contract).
-            found = await asyncio.gather(_live_info(services, upload_id, owner), storage.open_writer(upload_id),
+            found = await asyncio.gather(_owned_info(services, upload_id, owner), storage.open_writer(upload_id),
                                          return_exceptions=True)
             writer = found[1] if not isinstance(found[1], BaseException) else None
-            info: UploadInfo = _in_order(*found)[0]
+            info, idle = _in_order(*found)[0]
             assert writer is not None
+            if idle > services.expiry:
+                # Removed only now, with no writer left to put anything back.
+                await writer.close()
+                writer = None
+                await _expire(services, upload_id)
             offset = writer.offset
             checked = info.concat != "partial"
             media = KNOWN_TYPES[info.media] if info.media else None
@@ -251,6 +256,13 @@ async def terminate_upload(services: UploadServices, upload_id: str, *, owner: s
 
 async def _live_info(services: UploadServices, upload_id: str, owner: str) -> UploadInfo:
     """The info of an upload this owner may use; an expired one is removed (under its lock)."""
+    info, idle = await _owned_info(services, upload_id, owner)
+    await _expire_if_idle(services, upload_id, idle)
+    return info
+
+
+async def _owned_info(services: UploadServices, upload_id: str, owner: str) -> tuple[UploadInfo, float]:
+    """The info of an upload this owner may use and its idle seconds; reads only."""
     info: UploadInfo
     idle: float
     info, idle = _in_order(*await asyncio.gather(
@@ -258,10 +270,17 @@ async def _live_info(services: UploadServices, upload_id: str, owner: str) -> Up
         return_exceptions=True))
     if info.owner and info.owner != owner:
         raise NotFound(f"no upload in progress with id {upload_id!r}")
+    return info, idle
+
+
+async def _expire_if_idle(services: UploadServices, upload_id: str, idle: float) -> None:
     if idle > services.expiry:
-        await services.storage.terminate(upload_id)
-        raise NotFound(f"upload {upload_id!r} expired after being idle too long; start it again")
-    return info
+        await _expire(services, upload_id)
+
+
+async def _expire(services: UploadServices, upload_id: str) -> NoReturn:
+    await services.storage.terminate(upload_id)
+    raise NotFound(f"upload {upload_id!r} expired after being idle too long; start it again")
 
 
 def _in_order(*outcomes: Any) -> tuple[Any, ...]:
