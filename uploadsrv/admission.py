@@ -44,7 +44,7 @@ class RoutePolicy:
     body_optional: bool = False
 
 
-async def admit(request: web.BaseRequest, policy: RoutePolicy) -> None:
+async def admit(request: web.Request, policy: RoutePolicy) -> None:
     """Raise the first refusal the head alone justifies; return when the upload may start."""
     config = request.app[CONFIG]
     check_token(request, config.auth.tokens)

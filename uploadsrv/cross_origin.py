@@ -31,7 +31,8 @@ PREFLIGHT_MAX_AGE = "86400"
 def allowed_origin(request: web.BaseRequest) -> str | None:
     """The value for Access-Control-Allow-Origin, or None when the origin is not allowed."""
     origin = request.headers.get("Origin")
-    origins = request.app[CONFIG].cors.origins
+    app: web.Application | None = getattr(request, "app", None)  # a bare BaseRequest has none
+    origins = app[CONFIG].cors.origins if app is not None else ()
     if not origin or not origins:
         return None
     if "*" in origins:

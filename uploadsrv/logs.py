@@ -75,7 +75,8 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         status = response.status
-        upload_id = request.match_info.get("file_id") if request.match_info else None
+        match_info = getattr(request, "match_info", None)  # a bare BaseRequest (refused before routing) has none
+        upload_id = match_info.get("file_id") if match_info else None
         if upload_id is None:
             location = response.headers.get("Location", "")
             upload_id = location.rsplit("/", 1)[-1] if "/files/" in location else None

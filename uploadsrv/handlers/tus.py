@@ -62,15 +62,15 @@ async def options(request: web.Request) -> web.Response:
     })
 
 
-def _owner(request: web.BaseRequest) -> str:
+def _owner(request: web.Request) -> str:
     return owner_of(bearer_token(request)) if request.app[CONFIG].auth.tokens else ""
 
 
-def _expires(request: web.BaseRequest) -> str:
+def _expires(request: web.Request) -> str:
     return http_date(time.time() + request.app[CONFIG].cleanup.partial_expiry)
 
 
-def _base_url(request: web.BaseRequest) -> str:
+def _base_url(request: web.Request) -> str:
     """Where the server is, for an absolute Location: the configured public URL, the
     trusted proxy's headers, or the request's own Host; "" (a relative Location) when even
     the Host is not a host name (a Location is never built around something else)."""
@@ -212,8 +212,8 @@ async def patch(request: web.Request) -> web.Response:
                                  headers={"Upload-Offset": str(session.offset)})
         if new_length is not None and new_length != info.length:
             await _set_length(request, session, new_length)
-        if info.length is not None and (request.content_length or 0) > session.info.length - claimed:
-            raise FileTooLarge(f"the body would take the upload past its Upload-Length of {session.info.length}")
+        if info.length is not None and (request.content_length or 0) > info.length - claimed:
+            raise FileTooLarge(f"the body would take the upload past its Upload-Length of {info.length}")
         offset = await receive(request, session, checksum)
         await _complete_if_done(session, offset)
     finally:

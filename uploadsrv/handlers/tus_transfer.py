@@ -61,7 +61,11 @@ async def receive(request: web.Request, session: UploadSession, checksum: tuple[
     length = session.info.length
     ceiling = (length if length is not None else config.limits.max_file_size) - start
     reader = BodyReader(request.content, idle_timeout=config.limits.idle_timeout, max_bytes=ceiling)
-    session.on_release_request(lambda: reader.stop_if_silent(config.limits.stale_after))
+
+    def let_go() -> None:
+        reader.stop_if_silent(config.limits.stale_after)
+
+    session.on_release_request(let_go)
     digest = _BodyDigest(checksum[0], request.app[HASH_EXECUTOR]) if checksum else None
     try:
         async with reader:

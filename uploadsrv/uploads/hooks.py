@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -79,7 +79,8 @@ class CompletionHooks:
 
     async def _deliver(self, record: FileRecord, session: aiohttp.ClientSession) -> None:
         body = json.dumps(record.to_json(), ensure_ascii=False).encode()
-        targets = [("command", self._run_command)] if self._command else []
+        targets: list[tuple[str, Callable[[bytes], Awaitable[None]]]] = (
+            [("command", self._run_command)] if self._command else [])
         if self._config.url:
             targets.append(("url", lambda data: self._post(session, data)))
         for name, deliver in targets:

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import FileTooLarge, MissingFile, UnsupportedFileType, format_size
 from ..media_types import MAX_SNIFF_BYTES, Detected, MediaType, NeedMore, Rejected, detect
@@ -74,7 +75,7 @@ class Ingest:
         self._head_needed = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._in_flight: tuple[asyncio.Future[None], ...] = ()
+        self._in_flight: tuple[asyncio.Future[Any], ...] = ()
         self._checked = checked
         if media is None and len(self._head) >= MAX_SNIFF_BYTES:
             self._sniff(at_end=False)

@@ -34,7 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -188,7 +188,7 @@ class RedisUploadLocks:
         tag = f"{KEY_PREFIX}:{{{check_id(upload_id)}}}"
         return [f"{tag}:lock", f"{tag}:release"]
 
-    async def _run(self, script: Callable[..., object], upload_id: str, *args: object) -> object:
+    async def _run(self, script: Callable[..., Awaitable[object]], upload_id: str, *args: object) -> object:
         return await script(keys=self.keys(upload_id), args=list(args))
 
     def prepare(self) -> None:
@@ -256,7 +256,7 @@ class RedisUploadLocks:
             return "", float("inf")
         return str(holder[0]), max(0.0, int(holder[1]) / 1000)
 
-    async def _call(self, script: Callable[..., object], upload_id: str, *args: object) -> object:
+    async def _call(self, script: Callable[..., Awaitable[object]], upload_id: str, *args: object) -> object:
         try:
             return await self._run(script, upload_id, *args)
         except (RedisError, OSError) as error:
