@@ -98,14 +98,15 @@ def start_group(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 def connect(server: ServerProcess, wanted: Callable[[int], bool]) -> tuple[http.client.HTTPConnection, int]:
     """A keep-alive connection served by a worker whose pid is `wanted`."""
-    for _ in range(300):
+    deadline = time.monotonic() + 30  # by time: which worker accepts is the kernel's race
+    while time.monotonic() < deadline:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
         connection.request("GET", "/health")
         pid = int(json.loads(connection.getresponse().read())["worker"])
         if wanted(pid):
             return connection, pid
         connection.close()
-    raise AssertionError("no connection reached the wanted worker in 300 tries")
+    raise AssertionError("no connection reached the wanted worker in 30 s")
 
 
 def call(connection: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str],
@@ -176,11 +177,12 @@ def test_worker_count_is_one_per_usable_core_up_to_8_unless_configured(tmp_path:
 def test_health_and_uploads_are_answered_by_every_worker(start_group, mp3: bytes) -> None:
     server = start_group()
     workers = workers_of(server)
+    # Which worker accepts a connection is the kernel's race: on a busy machine one worker
+    # can lose it many times in a row, so poll by time, not by a count.
     answered = set()
-    for _ in range(60):
+    deadline = time.monotonic() + 30
+    while answered != workers and time.monotonic() < deadline:
         answered.add(health(server)["worker"])
-        if answered == workers:
-            break
     assert answered == workers
     # On each worker at once: a one-shot upload, then a tus upload on the same connection.
     payloads = {pid: mp3 + os.urandom(4 * MIB) for pid in workers}
