@@ -220,8 +220,8 @@ class S3Writer:
 
     async def _check_parts(self, state: UploadState, old: UploadState) -> None:
         """The parts about to be recorded are in S3 as sent (nothing overwrote one since).
-        Only the new ones are listed: a PATCH's cost must not grow with the upload's parts
-        (the recorded ones were checked when recorded, and `upload_offset` checks them all)."""
+        Only the new ones are listed: the recorded ones were checked when recorded and are
+        checked again by every writer's open (and by `upload_offset`)."""
         assert state.multipart is not None
         new = state.parts[len(old.parts):]
         if state.parts[:len(old.parts)] != old.parts:
