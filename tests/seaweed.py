@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiobotocore.session import AioSession, get_session
@@ -32,13 +31,12 @@ from uploadsrv.storage.s3_bucket import Credentials
 from uploadsrv.storage.s3_layout import MIN_PART
 
 import seaweed_mini
-from seaweed_mini import Unavailable, free_ports, stop_process, tail, wait_for_bucket, weed_binary
+from seaweed_mini import Unavailable, free_ports, stop_process, wait_for_bucket, weed_binary
 
 ACCESS_KEY = "uploadsrv-test"
 SECRET_KEY = "uploadsrv-test-secret"
 BUCKET = "uploadsrv-test"
 REGION = seaweed_mini.REGION
-START_TIMEOUT = seaweed_mini.START_TIMEOUT
 
 
 class _Engine:
@@ -156,24 +154,13 @@ def start_cluster(folder: Path, gateways: int = 2) -> Cluster:
 
 def _create_bucket(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """CreateBucket through a gateway, polling while the cluster comes up (volumes register)."""
-    client = seaweed_mini.s3_client(endpoint, ACCESS_KEY, SECRET_KEY)
-    deadline = time.monotonic() + START_TIMEOUT
-    try:
-        while True:
-            if process.poll() is not None:
-                raise Unavailable(f"the S3 gateway exited with {process.returncode}: {tail(log)}")
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                return
-            except client.exceptions.BucketAlreadyOwnedByYou:
-                return
-            except Exception:  # noqa: BLE001 - not up yet
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"the cluster did not create bucket {BUCKET!r} within {START_TIMEOUT} s: "
-                                      f"{tail(log)}") from None
-                time.sleep(0.1)
-    finally:
-        client.close()
+    def create(client: Any) -> None:
+        try:
+            client.create_bucket(Bucket=BUCKET)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+
+    seaweed_mini.retry_until_up(endpoint, (ACCESS_KEY, SECRET_KEY), create, process, log, f"create bucket {BUCKET!r}")
 
 
 _E = TypeVar("_E", "Seaweed", "Cluster")

@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 REQUIREMENTS = Path(__file__).with_name("requirements-seaweedfs.txt")
 REGION = "us-east-1"
@@ -110,6 +111,14 @@ def s3_client(endpoint: str, access_key: str, secret_key: str):  # noqa: ANN201 
 def wait_for_bucket(endpoint: str, bucket: str, credentials: tuple[str, str], process: subprocess.Popen[bytes],
                     log: Path) -> None:
     """Poll HeadBucket until the gateway answers it (about 2 s after start)."""
+    retry_until_up(endpoint, credentials, lambda client: client.head_bucket(Bucket=bucket), process, log,
+                   f"serve bucket {bucket!r}")
+
+
+def retry_until_up(endpoint: str, credentials: tuple[str, str], call: Callable[[Any], object],
+                   process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """`call(client)` until it succeeds, while the engine comes up; Unavailable if the
+    process exits or START_TIMEOUT passes."""
     client = s3_client(endpoint, *credentials)
     deadline = time.monotonic() + START_TIMEOUT
     try:
@@ -117,12 +126,11 @@ def wait_for_bucket(endpoint: str, bucket: str, credentials: tuple[str, str], pr
             if process.poll() is not None:
                 raise Unavailable(f"weed exited with {process.returncode}: {tail(log)}")
             try:
-                client.head_bucket(Bucket=bucket)
+                call(client)
                 return
             except Exception:  # noqa: BLE001 - not up yet: refused, 403 while starting, 404 before the bucket
                 if time.monotonic() > deadline:
-                    raise Unavailable(f"SeaweedFS did not serve bucket {bucket!r} within {START_TIMEOUT:.0f} s: "
-                                      f"{tail(log)}") from None
+                    raise Unavailable(f"SeaweedFS did not {what} within {START_TIMEOUT:.0f} s: {tail(log)}") from None
                 time.sleep(0.1)
     finally:
         client.close()
