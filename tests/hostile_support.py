@@ -183,6 +183,17 @@ class LogView:
         assert f'" {access_status} ' in access[0], access
 
 
+    async def assert_client_abort(self) -> None:
+        """A client that left mid-upload: a 499 access line, one info line from the
+        uploads logger saying so, and no traceback."""
+        await apoll(lambda: len(self.access()) == 1)
+        assert '" 499 ' in self.access()[0]
+        others = [r for r in self.at_least(logging.INFO) if r.name != "aiohttp.access"]
+        assert [(r.name, r.levelname) for r in others] == [("uploadsrv.uploads", "INFO")]
+        assert "code=client_aborted" in others[0].getMessage()
+        assert not [r for r in self.records if r.exc_info]
+
+
 async def assert_health_fast(port: int, limit: float = 1.0) -> None:
     """The server still answers /health, quickly."""
     started = time.monotonic()
