@@ -100,9 +100,7 @@ class S3Storage:
                 listed = await self.bucket.list_parts(self.layout.content(upload_id), state.multipart)
             except NotFound:
                 return (await self._assembly.recover(upload_id, state)).size
-            lost = [part.number for part in state.parts if listed.get(part.number) != part]
-            if lost:
-                raise RuntimeError(f"upload {upload_id!r}: S3 no longer holds part(s) {lost} as recorded")
+            state.check_parts(upload_id, listed)
         return state.size
 
     async def upload_idle_seconds(self, upload_id: str) -> float:

@@ -65,6 +65,13 @@ class UploadState:
     def next_part(self) -> int:
         return self.parts[-1].number + 1 if self.parts else 1
 
+    def check_parts(self, upload_id: str, listed: Mapping[int, Part]) -> None:
+        """Raise unless S3's ListParts (`listed`) holds every recorded part as recorded:
+        the offset is what S3 holds, never what the state claims."""
+        lost = [part.number for part in self.parts if listed.get(part.number) != part]
+        if lost:
+            raise RuntimeError(f"upload {upload_id!r}: S3 no longer holds part(s) {lost} as recorded")
+
     def to_json(self) -> dict[str, Any]:
         return {"v": 1, "multipart": self.multipart, "base": self.base, "tail_seq": self.tail_seq,
                 "tail_size": self.tail_size, "seq": self.seq,

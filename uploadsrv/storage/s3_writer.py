@@ -61,10 +61,7 @@ class S3Writer:
         writer = cls(bucket, layout, spool, upload_id, state)
         if state.multipart is not None:
             listed = await bucket.list_parts(layout.content(upload_id), state.multipart)
-            # The offset is what S3 holds: every recorded part as recorded.
-            lost = [part.number for part in state.parts if listed.get(part.number) != part]
-            if lost:
-                raise RuntimeError(f"upload {upload_id!r}: S3 no longer holds part(s) {lost} as recorded")
+            state.check_parts(upload_id, listed)
             # Part numbers are never used twice: a part sent again under its number may
             # be listed with its old ETag (SeaweedFS 4.48), and a dead writer's parts
             # past the recorded ones hold numbers of their own.
