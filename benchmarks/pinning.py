@@ -1,4 +1,5 @@
-"""Pinning the servers and the clients to CPUs: --server-cpus and --client-cpus.
+"""Pinning the servers, the clients and the S3 engine to CPUs: --server-cpus,
+--client-cpus and --engine-cpus.
 
 Owns parsing a CPU list ("0", "0-3", "0,2-3"), the `taskset --cpu-list` prefix every
 server command is started with (a process's affinity is inherited by its threads and
@@ -6,7 +7,10 @@ by every child it forks or spawns, so workers stay on the server's CPUs), pinnin
 benchmark's own process to the client CPUs (curl, the tus client subprocess and the
 /health prober thread are then all on them: children inherit the affinity), and reading
 back the CPUs that every thread of a server's process tree may run on, so the report
-can show a server that moved itself elsewhere. Does not start anything itself.
+can show a server that moved itself elsewhere. The S3 case's engine runs on the server
+CPUs unless --engine-cpus gives it CPUs of its own (as an engine on its own machines has:
+then boto3's row is the engine's ceiling, not a share of the uploader's CPUs). Does not
+start anything itself.
 """
 
 from __future__ import annotations
@@ -54,16 +58,29 @@ class Pinning:
     # The benchmark's affinity before pinning itself: what an unpinned server gets, so
     # that --client-cpus alone does not also confine the servers (children inherit).
     everywhere: frozenset[int] = frozenset()
+    engine_cpus: frozenset[int] | None = None
 
     def server_prefix(self) -> list[str]:
         """The command prefix that starts a server on its CPUs (empty: no pinning)."""
-        if self.server_cpus is None and self.client_cpus is None:
+        if self.server_cpus is None and self.client_cpus is None and self.engine_cpus is None:
             return []
         cpus = self.server_cpus if self.server_cpus is not None else self.everywhere
         return ["taskset", "--cpu-list", format_cpus(cpus)]
 
+    def engine_prefix(self) -> list[str]:
+        """The command prefix for the S3 engine: its own CPUs, else the servers'."""
+        if self.engine_cpus is None:
+            return self.server_prefix()
+        return ["taskset", "--cpu-list", format_cpus(self.engine_cpus)]
+
+    def expected(self, key: str, engine_keys: frozenset[str]) -> frozenset[int]:
+        """The CPUs the threads of the server (or engine) `key` should be on."""
+        if key in engine_keys and self.engine_cpus is not None:
+            return self.engine_cpus
+        return self.server_cpus if self.server_cpus is not None else self.everywhere
+
     def describe(self) -> str:
-        if self.server_cpus is None and self.client_cpus is None:
+        if self.server_cpus is None and self.client_cpus is None and self.engine_cpus is None:
             return "Pinning: none (servers and clients run wherever the kernel puts them)."
         servers = (f"on CPUs {format_cpus(self.server_cpus)} (taskset; their threads and "
                    "worker processes inherit it)" if self.server_cpus is not None
@@ -71,20 +88,23 @@ class Pinning:
         clients = (f"on CPUs {format_cpus(self.client_cpus)} (the benchmark process pinned "
                    "itself, so curl, the tus client subprocess and the /health prober "
                    "thread inherit it)" if self.client_cpus is not None else "not pinned")
-        return f"Pinning: servers {servers}; clients {clients}."
+        engine = ("" if self.engine_cpus is None
+                  else f"; the S3 engine on CPUs {format_cpus(self.engine_cpus)} of its own (taskset)")
+        return f"Pinning: servers {servers}; clients {clients}{engine}."
 
 
-def make_pinning(server_cpus: str | None, client_cpus: str | None) -> Pinning:
+def make_pinning(server_cpus: str | None, client_cpus: str | None, engine_cpus: str | None = None) -> Pinning:
     """Check the lists against the CPUs this process may use; raises ValueError."""
     available = frozenset(os.sched_getaffinity(0))
     chosen = []
-    for name, text in (("--server-cpus", server_cpus), ("--client-cpus", client_cpus)):
+    for name, text in (("--server-cpus", server_cpus), ("--client-cpus", client_cpus),
+                       ("--engine-cpus", engine_cpus)):
         cpus = None if text is None else parse_cpus(text)
         if cpus is not None and not cpus <= available:
             raise ValueError(f"{name} {text}: only CPUs {format_cpus(available)} are available")
         chosen.append(cpus)
-    pinning = Pinning(chosen[0], chosen[1], available)
-    if pinning.server_prefix() and shutil.which("taskset") is None:
+    pinning = Pinning(chosen[0], chosen[1], available, chosen[2])
+    if (pinning.server_prefix() or pinning.engine_prefix()) and shutil.which("taskset") is None:
         raise ValueError("pinning needs taskset (util-linux), which is not on PATH")
     return pinning
 
@@ -112,17 +132,19 @@ def tree_cpus(pids: list[int]) -> frozenset[int]:
 
 
 def observed_line(pinning: Pinning, seen: dict[str, frozenset[int]],
-                  labels: dict[str, str]) -> str:
+                  labels: dict[str, str], engine_keys: frozenset[str] = frozenset()) -> str:
     """What the servers' threads were allowed on, checked after start-up and each run.
 
     Empty when nothing was pinned and no server confined itself either.
     """
-    expected = pinning.server_cpus if pinning.server_cpus is not None else pinning.everywhere
-    if not seen or (pinning.server_cpus is None and pinning.client_cpus is None
-                    and all(cpus == expected for cpus in seen.values())):
+    as_asked = all(cpus == pinning.expected(key, engine_keys) for key, cpus in seen.items())
+    if not seen or (pinning.server_prefix() == [] and as_asked):
         return ""
-    if all(cpus == expected for cpus in seen.values()):
+    if as_asked:
+        servers = pinning.expected("", frozenset())
+        engine = ("" if pinning.engine_cpus is None or not engine_keys & seen.keys()
+                  else f" (the S3 engine's on CPUs {format_cpus(pinning.engine_cpus)})")
         return ("Checked after start-up and after every run: every thread of every "
-                f"server process was on CPUs {format_cpus(expected)}.")
+                f"server process was on CPUs {format_cpus(servers)}{engine}.")
     parts = [f"{labels.get(key, key)} {format_cpus(cpus)}" for key, cpus in seen.items()]
     return f"NOT AS ASKED: server threads were allowed on CPUs: {'; '.join(parts)}."

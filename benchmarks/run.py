@@ -2,7 +2,8 @@
 """The benchmark's one command: uploadsrv side by side with the designs people would use.
 
     python3 benchmarks/run.py [--quick] [--cases KEY ...] [--runs N] [--out FILE]
-                              [--server-cpus LIST] [--client-cpus LIST] [--uploadsrv-workers N]
+                              [--server-cpus LIST] [--client-cpus LIST] [--engine-cpus LIST]
+                              [--uploadsrv-workers N]
 
 Builds (or reuses) benchmarks/.venv with the peers' packages and uploadsrv, re-executes
 itself inside it, pins itself to the client CPUs, starts the five servers on loopback
@@ -55,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--client-cpus", metavar="LIST",
                         help="run the clients (curl, the tus client, the /health prober: "
                              "the benchmark process itself) on these CPUs, e.g. 1")
+    parser.add_argument("--engine-cpus", metavar="LIST",
+                        help="run the S3 case's engine (SeaweedFS) on these CPUs, apart from "
+                             "uploadsrv and the clients (default: the server CPUs)")
     parser.add_argument("--uploadsrv-workers", type=int, metavar="N",
                         help="set server.workers = N in uploadsrv's config (default: not set)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -74,6 +78,7 @@ def main(argv: list[str]) -> int:
     import report
     from refusal import run_refusal
     from runner import Bench
+    from s3_case import ENGINE_KEY
     from servers import ALL_SERVERS, LaunchOptions
 
     suite = cases.QUICK_CASES if args.quick else cases.FULL_CASES
@@ -88,7 +93,7 @@ def main(argv: list[str]) -> int:
     if args.uploadsrv_workers is not None and args.uploadsrv_workers < 1:
         raise SystemExit("bench: --uploadsrv-workers must be at least 1")
     try:
-        pins = pinning.make_pinning(args.server_cpus, args.client_cpus)
+        pins = pinning.make_pinning(args.server_cpus, args.client_cpus, args.engine_cpus)
     except ValueError as problem:
         raise SystemExit(f"bench: {problem}") from None
     # From here on every client this process starts (and its prober thread) inherits it.
@@ -128,7 +133,7 @@ def main(argv: list[str]) -> int:
                else "uploadsrv's config leaves server.workers out (its default)")
     processes = ", ".join(f"{report.SERVER_LABELS[key]} {count}"
                           for key, count in bench.processes_seen.items())
-    observed = pinning.observed_line(pins, bench.cpus_seen, report.SERVER_LABELS)
+    observed = pinning.observed_line(pins, bench.cpus_seen, report.SERVER_LABELS, frozenset({ENGINE_KEY}))
     header = [machine.describe(), settings,
               f"{pins.describe()} {observed}".strip(),
               f"{workers}; most processes seen per server: {processes or '-'}."]

@@ -36,6 +36,7 @@ import sources
 from cases import (BOTO3, S3_PART_SIZE, S3_SPOOL_BUDGET, UPLOADSRV_S3, GiB, MiB, WARMUP_SIZE, Case, Row,
                    rows_for)
 from measure import HealthProber, PeakRss, cpu_seconds, process_tree, rss_bytes
+from pinning import format_cpus
 from records import CaseResult, RunRecord
 from runner import Bench, upload_time_limit
 from seaweed_engine import Engine, EngineUnavailable, start_engine
@@ -91,7 +92,7 @@ def run_s3(bench: Bench, case: Case, runs: int) -> CaseResult:
                 status = "ok" if record.ok else f"FAILED: {record.error}"
                 print(f"bench: {case.key} round {round_number + 1}/{runs} {row.key}: "
                       f"{record.mbps:.0f} MB/s {status}", flush=True)
-        result.notes += _notes(engine, engine_cpu)
+        result.notes += _notes(engine, engine_cpu, bench.options.pinning.engine_cpus)
     finally:
         if server is not None:
             server.stop()
@@ -239,10 +240,12 @@ def _clear(s3: Any, engine: Engine, prefix: str, server: RunningServer | None = 
     os.sync()
 
 
-def _notes(engine: Engine, engine_cpu: dict[str, list[float]]) -> list[str]:
+def _notes(engine: Engine, engine_cpu: dict[str, list[float]], engine_cpus: frozenset[int] | None) -> list[str]:
     spent = ", ".join(f"{label} {statistics.median(values):.2f}" for label, values in engine_cpu.items())
+    where = ("the server CPUs" if engine_cpus is None
+             else f"CPUs {format_cpus(engine_cpus)} of its own (--engine-cpus)")
     return [f"Engine: SeaweedFS `weed mini` on loopback ({engine.endpoint}), data on the same disk, "
-            f"started by the benchmark on the server CPUs. uploadsrv: storage.backend = \"s3\", part_size "
+            f"started by the benchmark on {where}. uploadsrv: storage.backend = \"s3\", part_size "
             f"{S3_PART_SIZE // MiB} MiB, spool_budget {S3_SPOOL_BUDGET // MiB} MiB, file locks.",
             "boto3 upload_file: default TransferConfig (8 MiB parts, 10 threads), run as its own process on "
             "the client CPUs; its CPU s/GiB and RSS columns are that process's, and it has no /health.",

