@@ -64,8 +64,7 @@ class Pinning:
         """The command prefix that starts a server on its CPUs (empty: no pinning)."""
         if self.server_cpus is None and self.client_cpus is None and self.engine_cpus is None:
             return []
-        cpus = self.server_cpus if self.server_cpus is not None else self.everywhere
-        return ["taskset", "--cpu-list", format_cpus(cpus)]
+        return ["taskset", "--cpu-list", format_cpus(self.servers_on)]
 
     def engine_prefix(self) -> list[str]:
         """The command prefix for the S3 engine: its own CPUs, else the servers'."""
@@ -73,11 +72,16 @@ class Pinning:
             return self.server_prefix()
         return ["taskset", "--cpu-list", format_cpus(self.engine_cpus)]
 
+    @property
+    def servers_on(self) -> frozenset[int]:
+        """The CPUs every server's threads should be on."""
+        return self.server_cpus if self.server_cpus is not None else self.everywhere
+
     def expected(self, key: str, engine_keys: frozenset[str]) -> frozenset[int]:
         """The CPUs the threads of the server (or engine) `key` should be on."""
         if key in engine_keys and self.engine_cpus is not None:
             return self.engine_cpus
-        return self.server_cpus if self.server_cpus is not None else self.everywhere
+        return self.servers_on
 
     def describe(self) -> str:
         if self.server_cpus is None and self.client_cpus is None and self.engine_cpus is None:
@@ -141,10 +145,9 @@ def observed_line(pinning: Pinning, seen: dict[str, frozenset[int]],
     if not seen or (pinning.server_prefix() == [] and as_asked):
         return ""
     if as_asked:
-        servers = pinning.expected("", frozenset())
         engine = ("" if pinning.engine_cpus is None or not engine_keys & seen.keys()
                   else f" (the S3 engine's on CPUs {format_cpus(pinning.engine_cpus)})")
         return ("Checked after start-up and after every run: every thread of every "
-                f"server process was on CPUs {format_cpus(servers)}{engine}.")
+                f"server process was on CPUs {format_cpus(pinning.servers_on)}{engine}.")
     parts = [f"{labels.get(key, key)} {format_cpus(cpus)}" for key, cpus in seen.items()]
     return f"NOT AS ASKED: server threads were allowed on CPUs: {'; '.join(parts)}."
