@@ -1,10 +1,11 @@
 """The S3 engine of the S3 case: a SeaweedFS `weed mini` on loopback, started and stopped here.
 
 Owns the benchmark's engine: its bucket and credentials, `weed mini` started on the
-server CPUs like any server with its data in the benchmark's temporary folder, and a boto3
-client for it (--engine-cpus may give it CPUs of its own). Installing the pinned `weed` into benchmarks/.venv, starting it on free
-loopback ports, waiting for its bucket and stopping it by PID are tests/seaweed_mini.py's,
-shared with the tests. Does not measure anything.
+server CPUs like any server (or on CPUs of its own: --engine-cpus) with its data in the
+benchmark's temporary folder, and a boto3 client for it. Installing the pinned `weed`
+into benchmarks/.venv, starting it on free loopback ports, waiting for its bucket and
+stopping it by PID are tests/seaweed_mini.py's, shared with the tests. Does not measure
+anything.
 """
 
 from __future__ import annotations
