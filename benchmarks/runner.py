@@ -195,6 +195,19 @@ class Bench:
                     f"{free / GiB:.1f} GiB available")
         return ""
 
+    def prepare_source(self, case: Case, result: CaseResult, disk_problem: str) -> sources.SourceFile | None:
+        """The case's source file, synced to disk; None (the case skipped) on a disk problem."""
+        result.skipped = disk_problem
+        if disk_problem:
+            print(f"bench: {case.title}: {disk_problem}", flush=True)
+            return None
+        print(f"bench: {case.title}: preparing the source file", flush=True)
+        source = sources.media_source(self.cache, case.size)
+        # A source just written is still dirty in the page cache; flush it now rather
+        # than during the first measured run.
+        os.sync()
+        return source
+
     def run_case(self, case: Case, runs: int) -> CaseResult:
         """A single, concurrent or tus case: `runs` rounds over its rows (the S3 case
         has a loop of its own, s3_case.py)."""
@@ -206,15 +219,9 @@ class Bench:
         result = CaseResult(case, [row.key for row in rows])
         result.unavailable = {row.key: self.unavailable[row.server] for row in rows
                               if row.server in self.unavailable}
-        result.skipped = self.disk_problem(case, [row.server for row in rows])
-        if result.skipped:
-            print(f"bench: {case.title}: {result.skipped}", flush=True)
+        source = self.prepare_source(case, result, self.disk_problem(case, [row.server for row in rows]))
+        if source is None:
             return result
-        print(f"bench: {case.title}: preparing the source file", flush=True)
-        source = sources.media_source(self.cache, case.size)
-        # A source just written is still dirty in the page cache; flush it now rather
-        # than during the first measured run.
-        os.sync()
         tus_path = None
         if any(row.tus for row in rows) and UPLOADSRV.key in self.servers:
             tus_path = client.tus_creation_path(self.servers[UPLOADSRV.key].port)

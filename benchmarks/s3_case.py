@@ -50,13 +50,9 @@ ENGINE_KEY = "seaweedfs"  # in Bench.cpus_seen / processes_seen
 def run_s3(bench: Bench, case: Case, runs: int) -> CaseResult:
     rows = rows_for(case)
     result = CaseResult(case, [row.key for row in rows])
-    result.skipped = _disk_problem(bench, case, runs, len(rows))
-    if result.skipped:
-        print(f"bench: {case.title}: {result.skipped}", flush=True)
+    source = bench.prepare_source(case, result, _disk_problem(bench, case, runs, len(rows)))
+    if source is None:
         return result
-    print(f"bench: {case.title}: preparing the source file", flush=True)
-    source = sources.media_source(bench.cache, case.size)
-    os.sync()
     try:
         engine = start_engine(bench.root / ENGINE_KEY, bench.options.pinning)
     except EngineUnavailable as problem:
