@@ -7,7 +7,8 @@ rounds over three rows, one upload at a time, order reversed every other round:
 - "boto3 upload_file": s3_client.py, a process of its own, puts the source into the
   same bucket (prefix boto3/): the engine's own ceiling on this machine, in this run.
   Its CPU and memory columns are that client process's, since it does the work that
-  uploadsrv does for the other rows; it has no /health.
+  uploadsrv does for the other rows; it has no /health of its own, but the prober runs
+  during its uploads too (against the idle uploadsrv), as a load like the other rows'.
 - "uploadsrv one-shot (S3)": curl -F to /upload, as in the single cases.
 - "uploadsrv tus (S3)": tus_client.py, PATCHes of the case's patch size.
 
@@ -20,6 +21,7 @@ everything under the row's prefix is deleted. SeaweedFS's own CPU per row goes i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -79,7 +81,7 @@ def run_s3(bench: Bench, case: Case, runs: int) -> CaseResult:
         for round_number in range(runs):
             for row in (active if round_number % 2 == 0 else active[::-1]):
                 before = cpu_seconds(process_tree(engine.pid))
-                record = (_boto3_run(engine, s3, row, round_number, source) if row.server == BOTO3
+                record = (_boto3_run(engine, s3, server, row, round_number, source) if row.server == BOTO3
                           else _uploadsrv_run(bench, engine, s3, server, case, row, round_number, source, tus_path))
                 engine_cpu.setdefault(row.label, []).append(
                     (cpu_seconds(process_tree(engine.pid)) - before) / (source.size / GiB))
@@ -128,16 +130,22 @@ def _start_uploadsrv(bench: Bench, engine: Engine, s3: Any) -> RunningServer:
     return server
 
 
-def _boto3_run(engine: Engine, s3: Any, row: Row, round_number: int,
+def _boto3_run(engine: Engine, s3: Any, server: RunningServer | None, row: Row, round_number: int,
                source: sources.SourceFile) -> RunRecord:
     record = RunRecord(row.key, round_number, source.size)
     limit = upload_time_limit(source.size)
     prefix = PREFIXES[BOTO3]
     command = [sys.executable, str(S3_CLIENT), "--endpoint", engine.endpoint, "--bucket", engine.bucket,
                "--key", f"{prefix}{round_number}", "--source", str(source.path), "--max-seconds", f"{limit:.0f}"]
+    # The prober (and the idle uploadsrv answering it) share the client CPUs in uploadsrv's
+    # rows; they run here too, so every row's uploader has the same company. Its figures
+    # are uploadsrv's idle ones, not this row's: they are not kept.
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=limit + 20,
-                              env=engine.credentials_env())
+        with contextlib.ExitStack() as company:
+            if server is not None and server.process.poll() is None:
+                company.enter_context(HealthProber(server.port, max_seconds=limit + 10))
+            done = subprocess.run(command, capture_output=True, text=True, timeout=limit + 20,
+                                  env=engine.credentials_env())
         found = json.loads(done.stdout)
     except (subprocess.TimeoutExpired, ValueError) as problem:
         record.error = f"boto3 client failed: {problem!r}"[:200]
@@ -244,5 +252,7 @@ def _notes(engine: Engine, engine_cpu: dict[str, list[float]], engine_cpus: froz
             f"started by the benchmark on {where}. uploadsrv: storage.backend = \"s3\", part_size "
             f"{S3_PART_SIZE // MiB} MiB, spool_budget {S3_SPOOL_BUDGET // MiB} MiB, file locks.",
             "boto3 upload_file: default TransferConfig (8 MiB parts, 10 threads), run as its own process on "
-            "the client CPUs; its CPU s/GiB and RSS columns are that process's, and it has no /health.",
+            "the client CPUs; its CPU s/GiB and RSS columns are that process's, and it has no /health "
+            "column, but the 10 ms /health prober (against the idle uploadsrv) runs during its uploads "
+            "as during uploadsrv's, so the client CPUs carry the same load in every row.",
             f"SeaweedFS's own CPU s/GiB, median per row: {spent or '-'}."]
