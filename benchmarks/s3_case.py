@@ -154,8 +154,8 @@ def _boto3_run(engine: Engine, s3: Any, server: RunningServer | None, row: Row, 
     record.seconds, record.cpu_seconds = float(found["seconds"]), float(found["cpu_seconds"])
     record.rss_growth = int(found["rss_growth"])
     record.error = found["error"]
-    record.integrity_ok, problem = _check_object(s3, engine, prefix, source, None)
-    record.error = record.error or problem
+    record.integrity_ok, mismatch = _check_object(s3, engine, prefix, source, None)
+    record.error = record.error or mismatch
     record.leftovers = len(_multiparts(s3, engine, prefix))
     _clear(s3, engine, prefix)
     return record
