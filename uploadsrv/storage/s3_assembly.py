@@ -56,9 +56,12 @@ class Assembly:
         if state.parts:
             assert state.multipart is not None
             parts = list(state.parts)
+            # The file is the recorded parts as they were sent, whatever the engine's
+            # completion checks.
+            listed = await self._bucket.list_parts(key, state.multipart)
+            state.check_parts(upload_id, listed)
             if state.tail_size:
                 # A number no part ever had (see S3Writer.open).
-                listed = await self._bucket.list_parts(key, state.multipart)
                 number = max([state.next_part, *(number + 1 for number in listed)])
                 parts.append(await self._bucket.copy_part(key, state.multipart, number, tail, 0, state.tail_size))
             await self._bucket.complete(key, state.multipart, parts)

@@ -1,9 +1,9 @@
 """The S3 backend's `UploadWriter`: an upload's new bytes, spooled into parts and sent.
 
-    open     the recorded state is read and its parts checked against ListParts (the
-             offset at open is the upload's stored offset); a small base and the tail are
-             loaded into the spool (their bytes start the next part); a large base is
-             copied into a new multipart upload on the S3 side
+    open     the recorded state is read (the offset at open is the upload's stored
+             offset) and the parts S3 holds past the recorded ones are listed; a small
+             base and the tail are loaded into the spool (their bytes start the next
+             part); a large base is copied into a new multipart upload on the S3 side
     write    bytes go to the current spool file; a full one (`part_size`) is sent as the
              next part in the background, at most MAX_IN_FLIGHT per writer
     flush    every part sent; the rest goes up as a part (5 MiB or more) or as a new
@@ -61,8 +61,10 @@ class S3Writer:
             layout.state(upload_id), f"no upload in progress with id {upload_id!r}"))
         writer = cls(bucket, layout, spool, upload_id, state)
         if state.multipart is not None:
-            listed = await bucket.list_parts(layout.content(upload_id), state.multipart)
-            state.check_parts(upload_id, listed)
+            # Only past the recorded parts, which were checked when recorded and are
+            # checked again by `upload_offset` and before completion: a PATCH pays for
+            # none of the listing of those, which grows with the upload.
+            listed = await bucket.list_parts(layout.content(upload_id), state.multipart, after=state.next_part - 1)
             # Part numbers are never used twice: a part sent again under its number may
             # be listed with its old ETag (SeaweedFS 4.48), and a dead writer's parts
             # past the recorded ones hold numbers of their own.
