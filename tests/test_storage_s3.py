@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from uploadsrv.errors import NotFound
 from uploadsrv.storage import FileRecord, UploadInfo
 from uploadsrv.storage.factory import StorageSetupError, open_storage, s3_credentials, storage_from_config
 from uploadsrv.storage.s3 import S3Storage
-from uploadsrv.storage.s3_layout import MAX_PART, MIN_PART, copy_ranges, decode_cursor, encode_cursor
+from uploadsrv.storage.s3_layout import MAX_PART, MIN_PART, copy_ranges, decode_cursor, encode_cursor, part_sizes
 from uploadsrv.storage.s3_spool import Spool
 from uploadsrv.uploads.hashstate import ResumableSha256
 
@@ -95,6 +97,67 @@ async def test_a_tail_under_the_minimum_part_is_an_object_until_the_next_write_j
     await s3.commit("up1", record_for("up1", data))
     assert await read_all(s3.read_file(record_for("up1", data))) == data
     assert await objects(s3, "up1") == {} and await listed_parts(s3, "up1") == []
+
+
+async def test_a_request_that_says_how_much_it_brings_is_cut_into_parts_that_fit_it(
+        seaweed: Seaweed, tmp_path: Path) -> None:
+    data = os.urandom(33 * MiB)
+
+    async def send(storage: S3Storage, start: int, end: int, said: int) -> int:
+        writer = await storage.open_writer("up1")
+        try:
+            writer.expect_until(start + said)
+            await writer.write([data[start:end]])
+            return await writer.flush()
+        finally:
+            await writer.close()
+
+    async with s3_storage(seaweed, tmp_path, part_size=8 * MiB, spool_budget=32 * MiB) as s3:
+        await s3.create_upload(info())
+        # 16 MiB: three parts, not two of 8 MiB, so S3 has the first after 5.3 MiB.
+        assert await send(s3, 0, 16 * MiB, 16 * MiB) == 16 * MiB
+        thirds = [16 * MiB // 3 + 1, 16 * MiB // 3, 16 * MiB // 3]
+        assert await listed_parts(s3, "up1") == thirds
+        # 10 MiB: two parts of 5 MiB, where 8 MiB would have left a 2 MiB tail object.
+        assert await send(s3, 16 * MiB, 26 * MiB, 10 * MiB) == 26 * MiB
+        assert await listed_parts(s3, "up1") == [*thirds, 5 * MiB, 5 * MiB]
+        assert not [name for name in await objects(s3, "up1") if ".tail." in name]
+        # Cut off after 7 of the 16 MiB it said: what came is kept, past its part as a tail.
+        assert await send(s3, 26 * MiB, 33 * MiB, 16 * MiB) == 33 * MiB
+        assert await listed_parts(s3, "up1") == [*thirds, 5 * MiB, 5 * MiB, thirds[0]]
+        assert [size for name, size in (await objects(s3, "up1")).items() if ".tail." in name] == [
+            7 * MiB - thirds[0]]
+        assert await s3.upload_offset("up1") == 33 * MiB
+        await s3.commit("up1", record_for("up1", data))
+        assert await read_all(s3.read_file(record_for("up1", data))) == data
+
+
+async def test_a_tus_patch_is_stored_in_parts_cut_to_its_content_length(
+        seaweed: Seaweed, start: Any, mp3: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    prefix = seaweed.new_prefix()
+    running = await start(storage={"backend": "s3", "s3": {
+        "endpoint": seaweed.endpoint, "bucket": seaweed.bucket, "prefix": prefix, "part_size": "8MiB",
+        "spool_budget": "32MiB"}})
+    data = mp3 + os.urandom(13 * MiB - len(mp3))
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = await running.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
+    assert created.status == 201
+    path = "/files/" + created.headers["Location"].rsplit("/", 1)[1]
+    answered = await running.client.patch(path, data=io.BytesIO(data[:10 * MiB]), headers={
+        **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert answered.status == 204 and answered.headers["Upload-Offset"] == str(10 * MiB)
+    async with s3_storage(seaweed, tmp_path / "look", prefix=prefix) as look:
+        upload_id = path.rsplit("/", 1)[1]
+        # Two 5 MiB parts and no tail: with 8 MiB parts only, 2 MiB would wait in a tail object.
+        assert await listed_parts(look, upload_id) == [5 * MiB, 5 * MiB]
+        assert not [name for name in await objects(look, upload_id) if ".tail." in name]
+    answered = await running.client.patch(path, data=io.BytesIO(data[10 * MiB:]), headers={
+        **tus, "Upload-Offset": str(10 * MiB), "Content-Type": "application/offset+octet-stream"})
+    assert answered.status == 204
+    info = await (await running.client.get(f"{path}/info")).json()
+    assert info["sha256"] == hashlib.sha256(data).hexdigest() and info["size"] == len(data)
 
 
 DYING_WRITER = """
@@ -387,6 +450,23 @@ def test_the_filesystem_backend_stays_the_default(tmp_path: Path) -> None:
     config = config_from_mapping({}, tmp_path)
     assert config.storage.backend == "filesystem" and config.storage.s3.part_size == 8 * MiB
     assert type(storage_from_config(config)).__name__ == "FilesystemStorage"
+
+
+def test_a_request_is_cut_into_parts_no_smaller_than_s3_takes_nor_larger_than_preferred() -> None:
+    preferred = 8 * MiB
+    for total in range(0, 70 * MiB, MiB // 3):
+        sizes = part_sizes(total, preferred)
+        if not sizes:
+            # Under the minimum, or between one preferred part and two minimum ones.
+            assert total < MIN_PART or preferred < total < 2 * MIN_PART
+            continue
+        assert sum(sizes) == total and all(MIN_PART <= size <= preferred for size in sizes)
+        needed = -(-total // preferred)
+        assert len(sizes) in (needed, needed + 1)
+    # One part more than 8 MiB ones need, where they stay 5 MiB or more; none under 5 MiB.
+    assert len(part_sizes(16 * MiB, preferred)) == 3 and len(part_sizes(1 << 30, preferred)) == 129
+    assert part_sizes(10 * MiB, preferred) == [5 * MiB, 5 * MiB] and part_sizes(6 * MiB, preferred) == [6 * MiB]
+    assert part_sizes(9 * MiB, preferred) == [] and part_sizes(4 * MiB, preferred) == []
 
 
 def test_copied_ranges_are_valid_parts_and_cursors_are_checked() -> None:

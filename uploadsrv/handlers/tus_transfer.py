@@ -66,6 +66,8 @@ async def receive(request: web.Request, session: UploadSession, checksum: tuple[
         reader.stop_if_silent(config.limits.stale_after)
 
     session.on_release_request(let_go)
+    if request.content_length:
+        session.expect_until(start + min(request.content_length, ceiling))
     digest = _BodyDigest(checksum[0], request.app[HASH_EXECUTOR]) if checksum else None
     try:
         async with reader:

@@ -132,6 +132,11 @@ class UploadWriter(Protocol):
     def offset(self) -> int:
         """Bytes written so far (durable or not)."""
 
+    def expect_until(self, offset: int) -> None:
+        """A hint: the request being written should take the upload to `offset` (a tus
+        PATCH's Content-Length), so a backend can plan how to store its bytes. Nothing
+        counts before `flush`, and fewer bytes than expected must be fine."""
+
     async def write(self, pieces: Sequence[bytes]) -> None:
         """Append the pieces in order; InsufficientStorage when the disk is full."""
 

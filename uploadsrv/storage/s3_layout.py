@@ -147,6 +147,22 @@ class Layout:
         return match.group(2) if match else None
 
 
+def part_sizes(total: int, preferred: int) -> list[int]:
+    """How to cut one request's `total` bytes into parts, none over `preferred` nor under
+    MIN_PART; [] when they cannot be (fewer than MIN_PART: they end in a tail).
+
+    One part more than `preferred` alone needs, when the parts stay that large: the first
+    is full sooner, so S3 starts on it sooner (the engine idles from one PATCH's last part
+    to the next PATCH's first). And no tail when they can be cut so: a 10 MiB PATCH is two
+    5 MiB parts, not 8 MiB and a 2 MiB tail that the next PATCH reads back."""
+    needed = -(-total // preferred)
+    for count in (needed + 1, needed):
+        if count and total // count >= MIN_PART:
+            size, longer = divmod(total, count)
+            return [size + 1] * longer + [size] * (count - longer)
+    return []
+
+
 def copy_ranges(size: int) -> list[tuple[int, int]]:
     """Split `size` bytes (at least MIN_PART) into [start, end) ranges that are each a valid
     part copy: at most MAX_PART, at least MIN_PART."""

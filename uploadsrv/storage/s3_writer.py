@@ -4,8 +4,9 @@
              offset) and the parts S3 holds past the recorded ones are listed; a small
              base and the tail are loaded into the spool (their bytes start the next
              part); a large base is copied into a new multipart upload on the S3 side
-    write    bytes go to the current spool file; a full one (`part_size`) is sent as the
-             next part in the background, at most MAX_IN_FLIGHT per writer
+    write    bytes go to the current spool file; a full one (`part_size`, or the size
+             `expect_until` planned for it) is sent as the next part in the background,
+             at most MAX_IN_FLIGHT per writer
     flush    every part sent; the rest goes up as a part (5 MiB or more) or as a new
              tail object; then the state, which makes them the upload's bytes, is written
              and its parts checked against ListParts. Only now do they count: a writer that
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from .s3_bucket import Bucket
-from .s3_layout import MAX_PARTS, MIN_PART, Layout, Part, UploadState, copy_ranges
+from .s3_layout import MAX_PARTS, MIN_PART, Layout, Part, UploadState, copy_ranges, part_sizes
 from .s3_spool import Spool, SpoolFile
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class S3Writer:
         self._current: SpoolFile | None = None  # holds a spool slot while set
         self._sending: list[asyncio.Future[Part]] = []
         self._offset = state.size
+        self._plan: list[int] = []  # sizes of the next parts, cut to fit the request (`expect_until`)
         self._dirty = False
         self._broken = False
         self._closed = False
@@ -79,6 +81,13 @@ class S3Writer:
     @property
     def offset(self) -> int:
         return self._offset
+
+    def expect_until(self, offset: int) -> None:
+        """The request should take the upload to `offset`: its bytes (from the current
+        spool file's start) are cut into parts that fit them (`part_sizes`)."""
+        spooled = self._current.size if self._current is not None else 0
+        plan = part_sizes(offset - (self._offset - spooled), self._spool.part_size)
+        self._plan = plan if plan and plan[0] > spooled else []
 
     async def _load(self) -> None:
         state = self._durable
@@ -121,8 +130,8 @@ class S3Writer:
         self._offset += size
 
     async def _spool_bytes(self, pieces: Sequence[bytes]) -> None:
-        """Append to the current spool file, sending each one that reaches `part_size`."""
-        part_size = self._spool.part_size
+        """Append to the current spool file, sending each one that reaches its part's size
+        (the plan's, else `part_size`)."""
         batch: list[memoryview] = []
         batched = 0
         for piece in pieces:
@@ -130,11 +139,12 @@ class S3Writer:
             while view:
                 if self._current is None:
                     self._current = await self._spool.take(self._id)
-                room = part_size - self._current.size - batched
+                size = self._plan[0] if self._plan else self._spool.part_size
+                room = size - self._current.size - batched
                 batch.append(view[:room])
                 batched += len(batch[-1])
                 view = view[room:]
-                if self._current.size + batched >= part_size:
+                if self._current.size + batched >= size:
                     await self._spool.run(self._current.append, batch)
                     batch, batched = [], 0
                     await self._send_current()
@@ -152,6 +162,8 @@ class S3Writer:
             raise RuntimeError(f"upload {self._id!r} needs more than {MAX_PARTS} parts; raise storage.s3.part_size")
         spooled, self._current = self._current, None
         number, self._number = self._number, self._number + 1
+        if self._plan:
+            self._plan.pop(0)
         self._sending.append(asyncio.ensure_future(self._send(spooled, number)))
 
     async def _send(self, spooled: SpoolFile, number: int) -> Part:

@@ -188,6 +188,10 @@ class Ingest:
         await self.flush()
         return IngestResult(self.size, self.hasher.hexdigest(), self.media)
 
+    def expect_until(self, offset: int) -> None:
+        """The request should take the upload to `offset` (the writer's hint)."""
+        self._writer.expect_until(offset)
+
     async def close(self) -> None:
         """Release the writer once no batch is being written to it; safe to cancel."""
         jobs, self._in_flight = self._in_flight, ()

@@ -153,6 +153,11 @@ class UploadSession:
         """Call `callback` when a newer request asks this (silent) one to let go."""
         self.lock.on_release_request = callback
 
+    def expect_until(self, offset: int) -> None:
+        """This request's body should take the upload to `offset` (storage may plan for
+        it; only `flush` makes bytes count)."""
+        self._ingest.expect_until(offset)
+
     async def append(self, data: bytes) -> None:
         self.lock.mark_active()
         await self._ingest.feed(data)
