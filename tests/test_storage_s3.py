@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from typing import Any
 from pathlib import Path
@@ -25,7 +26,8 @@ from uploadsrv.errors import NotFound
 from uploadsrv.storage import FileRecord, UploadInfo
 from uploadsrv.storage.factory import StorageSetupError, open_storage, s3_credentials, storage_from_config
 from uploadsrv.storage.s3 import S3Storage
-from uploadsrv.storage.s3_layout import MAX_PART, MIN_PART, copy_ranges, decode_cursor, encode_cursor, part_sizes
+from uploadsrv.storage.s3_layout import (MAX_PART, MIN_PART, UploadState, copy_ranges, decode_cursor, encode_cursor,
+                                         part_sizes)
 from uploadsrv.storage.s3_spool import Spool
 from uploadsrv.uploads.hashstate import ResumableSha256
 
@@ -130,6 +132,22 @@ async def test_a_request_that_says_how_much_it_brings_is_cut_into_parts_that_fit
         assert await s3.upload_offset("up1") == 33 * MiB
         await s3.commit("up1", record_for("up1", data))
         assert await read_all(s3.read_file(record_for("up1", data))) == data
+
+
+async def test_commit_refuses_an_upload_whose_recorded_part_s3_does_not_hold_as_recorded(s3: S3Storage) -> None:
+    data = os.urandom(6 * MiB)
+    await s3.create_upload(info())
+    assert await append(s3, "up1", data) == 6 * MiB  # one 5 MiB part and a tail
+    state = UploadState.from_json(await s3.bucket.get_json(s3.layout.state("up1"), "no state"))
+    # A state that names the part with another ETag than S3's (a writer that went wrong).
+    forged = replace(state, parts=(replace(state.parts[0], etag="0" * 32),))
+    await s3.bucket.put_json(s3.layout.state("up1"), forged.to_json())
+    with pytest.raises(RuntimeError, match=r"no longer holds part\(s\) \[1\] as recorded"):
+        await s3.commit("up1", record_for("up1", data))
+    with pytest.raises(NotFound):
+        await s3.get("up1")
+    with pytest.raises(RuntimeError, match="as recorded"):
+        await s3.upload_offset("up1")  # nor is that part counted in the offset a HEAD answers
 
 
 async def test_a_tus_patch_is_stored_in_parts_cut_to_its_content_length(
