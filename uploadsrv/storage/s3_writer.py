@@ -233,7 +233,7 @@ class S3Writer:
     async def _check_parts(self, state: UploadState, old: UploadState) -> None:
         """The parts about to be recorded are in S3 as sent (nothing overwrote one since).
         Only the new ones are listed: the recorded ones were checked when recorded and are
-        checked again by every writer's open (and by `upload_offset`)."""
+        checked again by `upload_offset` and before completion."""
         assert state.multipart is not None
         new = state.parts[len(old.parts):]
         if state.parts[:len(old.parts)] != old.parts:
